@@ -1,0 +1,462 @@
+//! Matching a phone's windows against a downloaded batch (SPEC §10).
+//!
+//! The work is split as a phone does it: [`MatchIndex::prepare`] turns a
+//! verified batch into an index once; [`MatchIndex::match_windows`] then
+//! answers any number of phones' queries (the simulator shares one index
+//! among all its phones).
+//!
+//! Compact index: one open-addressing table per UTC day holding the first 8
+//! bytes of every EphID the day's keys yield. EphIDs are uniformly random,
+//! so those bytes are the hash; a hit is confirmed by deriving the full
+//! EphID again. Unlinkable index: the batch's Bloom filter.
+
+use crate::batch::{BatchPayload, KeyBatch};
+use crate::bloom::{EpochFilter, EpochHash};
+use crate::keys::{EphId, EphIdGenerator, EPHID_KEYSTREAM_LEN, EPHID_LEN};
+use crate::policy::ExposurePolicy;
+use crate::region::RegionId;
+use crate::time::{DayNumber, EpochIndex, EpochNumber, Timestamp, EPOCHS_PER_DAY};
+use crate::window::{AttenuationStats, ObservedWindow, WindowConfig};
+use serde::{Deserialize, Serialize};
+
+/// Table slots per entry: a load factor of 0.7 keeps linear probes short.
+const SLOTS_PER_ENTRY: f64 = 1.0 / 0.7;
+/// Fingerprint value that marks an empty slot.
+const EMPTY: u64 = 0;
+
+/// What matching needs besides the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatchOptions {
+    /// Epochs of clock skew tolerated (SPEC §10.3); default 1.
+    pub epoch_skew: u8,
+    /// Transmit power assumed when metadata cannot be decrypted (unlinkable mode).
+    pub assumed_tx_power_dbm: i8,
+    /// How sightings were grouped into windows.
+    pub window: WindowConfig,
+}
+
+impl From<&ExposurePolicy> for MatchOptions {
+    fn from(p: &ExposurePolicy) -> Self {
+        MatchOptions {
+            epoch_skew: p.epoch_skew,
+            assumed_tx_power_dbm: p.assumed_tx_power_dbm,
+            window: WindowConfig::default(),
+        }
+    }
+}
+
+/// One window that matched published case data: the input of the status engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exposure {
+    /// First sighting.
+    pub start: Timestamp,
+    /// Duration credited to the window, seconds.
+    pub duration_secs: u32,
+    /// Attenuation statistics of the window.
+    pub attenuation: AttenuationStats,
+    /// The sender's transmit power, if it was decrypted (compact mode).
+    pub tx_power_dbm: Option<i8>,
+    /// Days since the patient's onset for the key's day, if known.
+    pub days_since_onset: Option<i8>,
+    /// The region that confirmed the case.
+    pub origin: RegionId,
+    /// The day the phone found the match (when it was notified).
+    pub matched_on: DayNumber,
+}
+
+impl Exposure {
+    /// The UTC day the exposure started.
+    pub fn day(&self) -> DayNumber {
+        self.start.day()
+    }
+}
+
+/// Where a looked-up EphID was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexHit {
+    /// Position of the key in the batch.
+    pub key: u32,
+    /// The epoch the EphID belongs to.
+    pub epoch: EpochNumber,
+}
+
+/// A batch prepared for matching.
+#[derive(Debug)]
+pub struct MatchIndex {
+    region: RegionId,
+    origins: Vec<RegionId>,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Compact {
+        keys: Vec<IndexedKey>,
+        days: Vec<DayTable>,
+    },
+    Unlinkable(EpochFilter),
+}
+
+#[derive(Debug)]
+struct IndexedKey {
+    generator: EphIdGenerator,
+    days_since_onset: Option<i8>,
+    origin: u8,
+}
+
+/// All EphIDs of one day's keys: fingerprints and `key · 96 + epoch` refs.
+#[derive(Debug)]
+struct DayTable {
+    day: DayNumber,
+    fingerprints: Vec<u64>,
+    refs: Vec<u32>,
+}
+
+fn fingerprint(ephid: &[u8]) -> u64 {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&ephid[..8]);
+    // An all-zero prefix (probability 2⁻⁶⁴) is stored as 1; the full
+    // comparison on a hit keeps the result exact.
+    u64::from_be_bytes(head).max(1)
+}
+
+fn home_slot(fp: u64, slots: usize) -> usize {
+    // Multiply-shift range reduction: fp is uniform, so is the slot.
+    ((u128::from(fp) * slots as u128) >> 64) as usize
+}
+
+impl DayTable {
+    fn build(day: DayNumber, members: &[u32], keys: &[IndexedKey]) -> DayTable {
+        let entries = members.len() * EPOCHS_PER_DAY as usize;
+        let slots = ((entries as f64 * SLOTS_PER_ENTRY) as usize).max(16);
+        let mut fingerprints = vec![EMPTY; slots];
+        let mut refs = vec![0u32; slots];
+        let mut stream = [0u8; EPHID_KEYSTREAM_LEN];
+        for &k in members {
+            keys[k as usize].generator.fill_ephids(&mut stream);
+            for (i, ephid) in stream.chunks_exact(EPHID_LEN).enumerate() {
+                let fp = fingerprint(ephid);
+                let mut slot = home_slot(fp, slots);
+                while fingerprints[slot] != EMPTY {
+                    slot = if slot + 1 == slots { 0 } else { slot + 1 };
+                }
+                fingerprints[slot] = fp;
+                // Invariant: MAX_BATCH_KEYS · 96 fits in u32.
+                refs[slot] = k * EPOCHS_PER_DAY + i as u32;
+            }
+        }
+        DayTable {
+            day,
+            fingerprints,
+            refs,
+        }
+    }
+
+    /// Refs of every entry whose fingerprint equals that of `ephid`.
+    fn candidates<'a>(&'a self, ephid: &EphId) -> impl Iterator<Item = u32> + 'a {
+        let fp = fingerprint(&ephid.0);
+        let slots = self.fingerprints.len();
+        let mut slot = home_slot(fp, slots);
+        let mut probed = 0;
+        std::iter::from_fn(move || loop {
+            let here = self.fingerprints[slot];
+            if here == EMPTY || probed == slots {
+                return None;
+            }
+            probed += 1;
+            let r = self.refs[slot];
+            slot = if slot + 1 == slots { 0 } else { slot + 1 };
+            if here == fp {
+                return Some(r);
+            }
+        })
+    }
+}
+
+impl MatchIndex {
+    /// Prepares a verified batch for matching. Compact mode derives every
+    /// EphID of every key once (the expensive step); unlinkable mode keeps
+    /// the filter.
+    pub fn prepare(batch: &KeyBatch) -> MatchIndex {
+        let kind = match &batch.payload {
+            BatchPayload::Unlinkable(filter) => Kind::Unlinkable(filter.clone()),
+            BatchPayload::Compact(published) => {
+                let keys: Vec<IndexedKey> = published
+                    .iter()
+                    .map(|k| IndexedKey {
+                        generator: k.key.ephid_generator(k.day),
+                        days_since_onset: k.days_since_onset,
+                        origin: k.origin,
+                    })
+                    .collect();
+                // Invariant: a batch holds at most MAX_BATCH_KEYS (< 2³²) keys.
+                let mut order: Vec<u32> = (0..keys.len() as u32).collect();
+                order.sort_by_key(|&k| keys[k as usize].generator.day());
+                let days = order
+                    .chunk_by(|&a, &b| {
+                        keys[a as usize].generator.day() == keys[b as usize].generator.day()
+                    })
+                    .map(|members| {
+                        DayTable::build(keys[members[0] as usize].generator.day(), members, &keys)
+                    })
+                    .collect();
+                Kind::Compact { keys, days }
+            }
+        };
+        MatchIndex {
+            region: batch.region.clone(),
+            origins: batch.origins.clone(),
+            kind,
+        }
+    }
+
+    /// Number of published keys (compact) or filter entries (unlinkable).
+    pub fn len(&self) -> usize {
+        match &self.kind {
+            Kind::Compact { keys, .. } => keys.len(),
+            Kind::Unlinkable(f) => f.items() as usize,
+        }
+    }
+
+    /// Whether the index holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The EphID epochs a window may match: every sighting must lie within
+    /// `epoch ± skew` (SPEC §10.3). `None` if the window is too long for any
+    /// one epoch — a replayed EphID.
+    fn allowed_epochs(window: &ObservedWindow, skew: u8) -> Option<(EpochNumber, EpochNumber)> {
+        let lo = window.last_epoch().offset(-i64::from(skew));
+        let hi = window.first_epoch().offset(i64::from(skew));
+        (lo <= hi).then_some((lo, hi))
+    }
+
+    /// Looks up one EphID heard from `first` to `last` (receiver's epochs).
+    /// Compact mode only; unlinkable filters carry no key to point at.
+    pub fn lookup(&self, window: &ObservedWindow, skew: u8) -> Option<IndexHit> {
+        let Kind::Compact { keys, days } = &self.kind else {
+            return None;
+        };
+        let (lo, hi) = Self::allowed_epochs(window, skew)?;
+        let first_day = days.partition_point(|t| t.day < lo.day());
+        days[first_day..]
+            .iter()
+            .take_while(|t| t.day <= hi.day())
+            .flat_map(|t| t.candidates(&window.ephid).map(move |r| (t, r)))
+            .find_map(|(t, r)| {
+                let (key, index) = (r / EPOCHS_PER_DAY, r % EPOCHS_PER_DAY);
+                // Invariant: refs are built as key · 96 + epoch, epoch < 96.
+                let index = EpochIndex::new(index as u8)?;
+                let epoch = t.day.epoch(index);
+                let generator = &keys[key as usize].generator;
+                (lo <= epoch && epoch <= hi && generator.ephid(index) == window.ephid)
+                    .then_some(IndexHit { key, epoch })
+            })
+    }
+
+    /// Matches a phone's windows; each match becomes an [`Exposure`]
+    /// stamped with `today` as its notification day.
+    pub fn match_windows(
+        &self,
+        windows: &[ObservedWindow],
+        options: &MatchOptions,
+        today: DayNumber,
+    ) -> Vec<Exposure> {
+        windows
+            .iter()
+            .filter_map(|w| self.match_window(w, options, today))
+            .collect()
+    }
+
+    fn match_window(
+        &self,
+        w: &ObservedWindow,
+        options: &MatchOptions,
+        today: DayNumber,
+    ) -> Option<Exposure> {
+        let exposure = |tx_power_dbm: Option<i8>, days_since_onset, origin: &RegionId| Exposure {
+            start: w.first_seen,
+            duration_secs: w.duration_secs(&options.window),
+            attenuation: w.attenuation(tx_power_dbm.unwrap_or(options.assumed_tx_power_dbm)),
+            tx_power_dbm,
+            days_since_onset,
+            origin: origin.clone(),
+            matched_on: today,
+        };
+        match &self.kind {
+            Kind::Compact { keys, .. } => {
+                let hit = self.lookup(w, options.epoch_skew)?;
+                let key = &keys[hit.key as usize];
+                // A sighting whose metadata does not decrypt under the key
+                // was not broadcast as-is by the key's owner (SPEC §10.4).
+                let metadata = key
+                    .generator
+                    .decrypt_metadata(hit.epoch.index(), w.metadata)
+                    .ok()?;
+                let origin = self
+                    .origins
+                    .get(usize::from(key.origin))
+                    .unwrap_or(&self.region);
+                Some(exposure(
+                    Some(metadata.tx_power_dbm),
+                    key.days_since_onset,
+                    origin,
+                ))
+            }
+            Kind::Unlinkable(filter) => {
+                let (lo, hi) = Self::allowed_epochs(w, options.epoch_skew)?;
+                (lo.0..=hi.0)
+                    .any(|e| filter.contains(&EpochHash::new(&w.ephid, EpochNumber(e))))
+                    .then(|| exposure(None, None, &self.region))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{BatchNumber, PublishedKey};
+    use crate::keys::{DailyKey, Metadata};
+    use crate::time::Timestamp;
+    use crate::window::Rssi;
+    use rand::SeedableRng;
+
+    const DAY: DayNumber = DayNumber(20_000);
+
+    fn window(g: &EphIdGenerator, epoch: u8, at_offset_secs: u64, len_secs: u64) -> ObservedWindow {
+        let index = EpochIndex::new(epoch).expect("< 96");
+        let beacon = g.beacon(index, Metadata { tx_power_dbm: -5 });
+        let start = Timestamp(DAY.epoch(index).start().0 + at_offset_secs);
+        ObservedWindow {
+            ephid: beacon.ephid,
+            metadata: beacon.metadata,
+            first_seen: start,
+            last_seen: Timestamp(start.0 + len_secs),
+            rssi: vec![Rssi(-60); 3],
+        }
+    }
+
+    fn batch(keys: Vec<PublishedKey>) -> KeyBatch {
+        let ch = RegionId::new("CH").expect("valid");
+        KeyBatch {
+            region: ch.clone(),
+            number: BatchNumber(1),
+            start: Timestamp(0),
+            end: Timestamp(1),
+            origins: vec![ch],
+            payload: BatchPayload::Compact(keys),
+        }
+    }
+
+    fn published(key: &DailyKey, day: DayNumber) -> PublishedKey {
+        PublishedKey {
+            day,
+            key: key.clone(),
+            days_since_onset: Some(1),
+            origin: 0,
+        }
+    }
+
+    fn options() -> MatchOptions {
+        MatchOptions {
+            epoch_skew: 1,
+            assumed_tx_power_dbm: 0,
+            window: WindowConfig::default(),
+        }
+    }
+
+    #[test]
+    fn finds_published_ephids_and_only_those() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+        let patient = DailyKey::generate(&mut rng);
+        let stranger = DailyKey::generate(&mut rng);
+        let mut keys: Vec<_> = (0..200)
+            .map(|_| published(&DailyKey::generate(&mut rng), DAY))
+            .collect();
+        keys.push(published(&patient, DAY));
+        let index = MatchIndex::prepare(&batch(keys));
+        let g = patient.ephid_generator(DAY);
+        let s = stranger.ephid_generator(DAY);
+        let windows = [
+            window(&g, 10, 30, 300),
+            window(&s, 10, 30, 300),
+            window(&g, 95, 0, 60),
+        ];
+        let found = index.match_windows(&windows, &options(), DAY);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].tx_power_dbm, Some(-5));
+        assert_eq!(found[0].attenuation.median.0, 55);
+        assert_eq!(found[0].duration_secs, 360);
+        assert_eq!(found[0].days_since_onset, Some(1));
+        assert_eq!(index.lookup(&windows[0], 1).map(|h| h.key), Some(200));
+    }
+
+    #[test]
+    fn replays_outside_the_skew_do_not_match() {
+        let key = DailyKey::generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(10));
+        let index = MatchIndex::prepare(&batch(vec![published(&key, DAY)]));
+        let g = key.ephid_generator(DAY);
+        let heard_late = |epochs_late: u64, skew: u8| {
+            let mut w = window(&g, 20, 0, 60);
+            w.first_seen = Timestamp(w.first_seen.0 + epochs_late * 900);
+            w.last_seen = Timestamp(w.last_seen.0 + epochs_late * 900);
+            let o = MatchOptions {
+                epoch_skew: skew,
+                ..options()
+            };
+            index.match_windows(&[w], &o, DAY).len()
+        };
+        assert_eq!(heard_late(0, 0), 1);
+        assert_eq!(heard_late(1, 1), 1);
+        assert_eq!(heard_late(2, 1), 0);
+        assert_eq!(heard_late(1, 0), 0);
+        // An EphID replayed for an hour spans too many epochs.
+        let long = window(&g, 20, 0, 3600);
+        assert!(index.match_windows(&[long], &options(), DAY).is_empty());
+        // A key published for another day yields nothing on this one.
+        let other_day = MatchIndex::prepare(&batch(vec![published(&key, DAY.offset(1))]));
+        assert!(other_day
+            .match_windows(&[window(&g, 20, 0, 60)], &options(), DAY)
+            .is_empty());
+    }
+
+    #[test]
+    fn epoch_boundary_crossing_matches_both_neighbours() {
+        let key = DailyKey::generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(11));
+        let prev_day = MatchIndex::prepare(&batch(vec![published(&key, DAY.offset(-1))]));
+        let g = key.ephid_generator(DAY.offset(-1));
+        // Last epoch of the previous day, heard just after midnight.
+        let mut w = window(&g, 95, 0, 60);
+        w.first_seen = Timestamp(DAY.start().0 + 30);
+        w.last_seen = Timestamp(DAY.start().0 + 90);
+        assert_eq!(prev_day.match_windows(&[w], &options(), DAY).len(), 1);
+    }
+
+    #[test]
+    fn unlinkable_filters_match_only_published_epochs() {
+        let key = DailyKey::generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(12));
+        let g = key.ephid_generator(DAY);
+        let mut filter = EpochFilter::with_capacity(96).expect("valid");
+        // The patient redacts epochs 40..96 (a private afternoon).
+        for h in EpochHash::for_epochs(&g, EpochIndex::all().take(40)) {
+            filter.insert(&h);
+        }
+        let mut b = batch(Vec::new());
+        b.payload = BatchPayload::Unlinkable(filter);
+        let index = MatchIndex::prepare(&b);
+        let found = index.match_windows(
+            &[window(&g, 10, 0, 60), window(&g, 50, 0, 60)],
+            &options(),
+            DAY,
+        );
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].tx_power_dbm, None);
+        assert_eq!(found[0].attenuation.median.0, 60, "assumed 0 dBm − (−60)");
+        let mut late = window(&g, 10, 0, 60);
+        late.first_seen = Timestamp(late.first_seen.0 + 1800);
+        late.last_seen = Timestamp(late.last_seen.0 + 1800);
+        assert!(index.match_windows(&[late], &options(), DAY).is_empty());
+    }
+}
