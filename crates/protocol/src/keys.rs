@@ -4,6 +4,10 @@
 //! chained, so publishing one day reveals nothing about another. HKDF-SHA256
 //! turns (key, day) into a ChaCha20 key whose keystream yields the day's 96
 //! EphIDs and their metadata masks, each computable on its own.
+//!
+//! The daily key is 32 uniformly random bytes, a full-strength
+//! pseudorandom key, so HKDF's extract step is skipped (RFC 5869 §3.3) and
+//! the key enters HKDF-Expand directly as the PRK.
 
 use crate::error::{Error, Result};
 use crate::time::{DayNumber, EpochIndex, EPOCHS_PER_DAY};
@@ -15,8 +19,6 @@ use sha2::Sha256;
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-/// HKDF salt (SPEC §4.2).
-pub const HKDF_SALT: &[u8] = b"greenlight/v1";
 /// HKDF info prefix; the big-endian day number follows (SPEC §4.2).
 pub const HKDF_INFO_PREFIX: &[u8] = b"greenlight/v1/ephid-key";
 /// Bytes in one EphID.
@@ -58,7 +60,9 @@ impl DailyKey {
         info[..HKDF_INFO_PREFIX.len()].copy_from_slice(HKDF_INFO_PREFIX);
         info[HKDF_INFO_PREFIX.len()..].copy_from_slice(&day.0.to_be_bytes());
         let mut cipher_key = [0u8; 32];
-        Hkdf::<Sha256>::new(Some(HKDF_SALT), &self.0)
+        // SPEC §4.2: the daily key is the PRK of HKDF-Expand (no extract).
+        Hkdf::<Sha256>::from_prk(&self.0)
+            .expect("a 32-byte PRK is long enough for HKDF-SHA256")
             .expand(&info, &mut cipher_key)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         EphIdGenerator { cipher_key, day }

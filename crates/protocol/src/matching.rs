@@ -1,14 +1,21 @@
 //! Matching a phone's windows against a downloaded batch (SPEC §10).
 //!
 //! The work is split as a phone does it: [`MatchIndex::prepare`] turns a
-//! verified batch into an index once; [`MatchIndex::match_windows`] then
-//! answers any number of phones' queries (the simulator shares one index
-//! among all its phones).
+//! verified batch into an index once (every key's HKDF step, keys grouped
+//! by day); [`MatchIndex::match_windows`] then matches windows against it.
 //!
-//! Compact index: one open-addressing table per UTC day holding the first 8
-//! bytes of every EphID the day's keys yield. EphIDs are uniformly random,
-//! so those bytes are the hash; a hit is confirmed by deriving the full
-//! EphID again. Unlinkable index: the batch's Bloom filter.
+//! Two strategies give the same answer:
+//! - **streaming** (the default, for a phone): for each day, the phone's
+//!   windows go into a small table that stays in cache, and each published
+//!   key's 96 EphIDs are streamed past it. Memory is proportional to the
+//!   phone's windows; time is close to the raw ChaCha20 keystream.
+//! - **EphID tables** ([`MatchIndex::with_ephid_tables`], for serving many
+//!   phones from one batch, as the simulator does): every EphID of the batch
+//!   is derived once into one open-addressing table per day, keyed by its
+//!   first 8 bytes; each window is then a single probe.
+//!
+//! EphIDs are uniformly random, so their first bytes are the hash; every
+//! candidate is confirmed on all 16 bytes and on its epoch.
 
 use crate::batch::{BatchPayload, KeyBatch};
 use crate::bloom::{EpochFilter, EpochHash};
@@ -18,6 +25,7 @@ use crate::region::RegionId;
 use crate::time::{DayNumber, EpochIndex, EpochNumber, Timestamp, EPOCHS_PER_DAY};
 use crate::window::{AttenuationStats, ObservedWindow, WindowConfig};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Table slots per entry: a load factor of 0.7 keeps linear probes short.
 const SLOTS_PER_ENTRY: f64 = 1.0 / 0.7;
@@ -91,8 +99,12 @@ pub struct MatchIndex {
 #[derive(Debug)]
 enum Kind {
     Compact {
+        /// Keys sorted by day.
         keys: Vec<IndexedKey>,
-        days: Vec<DayTable>,
+        /// Each day's run of `keys`.
+        days: Vec<DayKeys>,
+        /// Every EphID, when materialized for many queries.
+        tables: Option<Vec<DayTable>>,
     },
     Unlinkable(EpochFilter),
 }
@@ -102,6 +114,15 @@ struct IndexedKey {
     generator: EphIdGenerator,
     days_since_onset: Option<i8>,
     origin: u8,
+    /// Position in the batch.
+    position: u32,
+}
+
+#[derive(Debug)]
+struct DayKeys {
+    day: DayNumber,
+    start: usize,
+    end: usize,
 }
 
 /// All EphIDs of one day's keys: fingerprints and `key · 96 + epoch` refs.
@@ -125,28 +146,36 @@ fn home_slot(fp: u64, slots: usize) -> usize {
     ((u128::from(fp) * slots as u128) >> 64) as usize
 }
 
+fn next_slot(slot: usize, slots: usize) -> usize {
+    if slot + 1 == slots {
+        0
+    } else {
+        slot + 1
+    }
+}
+
 impl DayTable {
-    fn build(day: DayNumber, members: &[u32], keys: &[IndexedKey]) -> DayTable {
-        let entries = members.len() * EPOCHS_PER_DAY as usize;
+    fn build(day: &DayKeys, keys: &[IndexedKey]) -> DayTable {
+        let entries = (day.end - day.start) * EPOCHS_PER_DAY as usize;
         let slots = ((entries as f64 * SLOTS_PER_ENTRY) as usize).max(16);
         let mut fingerprints = vec![EMPTY; slots];
         let mut refs = vec![0u32; slots];
         let mut stream = [0u8; EPHID_KEYSTREAM_LEN];
-        for &k in members {
-            keys[k as usize].generator.fill_ephids(&mut stream);
+        for (k, key) in keys.iter().enumerate().take(day.end).skip(day.start) {
+            key.generator.fill_ephids(&mut stream);
             for (i, ephid) in stream.chunks_exact(EPHID_LEN).enumerate() {
                 let fp = fingerprint(ephid);
                 let mut slot = home_slot(fp, slots);
                 while fingerprints[slot] != EMPTY {
-                    slot = if slot + 1 == slots { 0 } else { slot + 1 };
+                    slot = next_slot(slot, slots);
                 }
                 fingerprints[slot] = fp;
                 // Invariant: MAX_BATCH_KEYS · 96 fits in u32.
-                refs[slot] = k * EPOCHS_PER_DAY + i as u32;
+                refs[slot] = k as u32 * EPOCHS_PER_DAY + i as u32;
             }
         }
         DayTable {
-            day,
+            day: day.day,
             fingerprints,
             refs,
         }
@@ -165,7 +194,7 @@ impl DayTable {
             }
             probed += 1;
             let r = self.refs[slot];
-            slot = if slot + 1 == slots { 0 } else { slot + 1 };
+            slot = next_slot(slot, slots);
             if here == fp {
                 return Some(r);
             }
@@ -173,34 +202,91 @@ impl DayTable {
     }
 }
 
+/// A phone's windows for one day, keyed by the top 32 bits of their EphID:
+/// small enough to stay in cache while a day's keys stream past.
+struct WindowTable {
+    /// One bit per value of the fingerprint's top 16 bits (8 KiB, stays in
+    /// L1): most published EphIDs are rejected here without a table probe.
+    present: Box<[u64; 1024]>,
+    /// `fingerprint high 32 bits << 32 | window index + 1`; 0 is empty.
+    slots: Vec<u64>,
+}
+
+impl WindowTable {
+    fn build(members: &[u32], windows: &[ObservedWindow]) -> WindowTable {
+        // Load factor at most 1/4: a miss, the common case, probes ~1.2 slots.
+        let n = (members.len() * 4).next_power_of_two().max(16);
+        let mut slots = vec![0u64; n];
+        let mut present = Box::new([0u64; 1024]);
+        for &w in members {
+            let fp = fingerprint(&windows[w as usize].ephid.0);
+            present[(fp >> 54) as usize] |= 1 << ((fp >> 48) & 63);
+            let mut slot = home_slot(fp, n);
+            while slots[slot] != 0 {
+                slot = next_slot(slot, n);
+            }
+            slots[slot] = (fp & 0xFFFF_FFFF_0000_0000) | u64::from(w + 1);
+        }
+        WindowTable { present, slots }
+    }
+
+    /// Calls `found` with every window whose EphID may equal `ephid`.
+    #[inline]
+    fn probe(&self, ephid: &[u8], mut found: impl FnMut(usize)) {
+        let fp = fingerprint(ephid);
+        if self.present[(fp >> 54) as usize] & (1 << ((fp >> 48) & 63)) == 0 {
+            return;
+        }
+        let n = self.slots.len();
+        let mut slot = home_slot(fp, n);
+        loop {
+            let here = self.slots[slot];
+            if here == 0 {
+                return;
+            }
+            if (here ^ fp) >> 32 == 0 {
+                found((here & 0xFFFF_FFFF) as usize - 1);
+            }
+            slot = next_slot(slot, n);
+        }
+    }
+}
+
 impl MatchIndex {
-    /// Prepares a verified batch for matching. Compact mode derives every
-    /// EphID of every key once (the expensive step); unlinkable mode keeps
-    /// the filter.
+    /// Prepares a verified batch for matching: derives every key's
+    /// ChaCha20 key and groups the keys by day. Unlinkable mode keeps the filter.
     pub fn prepare(batch: &KeyBatch) -> MatchIndex {
         let kind = match &batch.payload {
             BatchPayload::Unlinkable(filter) => Kind::Unlinkable(filter.clone()),
             BatchPayload::Compact(published) => {
-                let keys: Vec<IndexedKey> = published
+                let mut keys: Vec<IndexedKey> = published
                     .iter()
-                    .map(|k| IndexedKey {
+                    .enumerate()
+                    .map(|(position, k)| IndexedKey {
                         generator: k.key.ephid_generator(k.day),
                         days_since_onset: k.days_since_onset,
                         origin: k.origin,
+                        // Invariant: a batch holds at most MAX_BATCH_KEYS (< 2³²) keys.
+                        position: position as u32,
                     })
                     .collect();
-                // Invariant: a batch holds at most MAX_BATCH_KEYS (< 2³²) keys.
-                let mut order: Vec<u32> = (0..keys.len() as u32).collect();
-                order.sort_by_key(|&k| keys[k as usize].generator.day());
-                let days = order
-                    .chunk_by(|&a, &b| {
-                        keys[a as usize].generator.day() == keys[b as usize].generator.day()
-                    })
-                    .map(|members| {
-                        DayTable::build(keys[members[0] as usize].generator.day(), members, &keys)
-                    })
-                    .collect();
-                Kind::Compact { keys, days }
+                keys.sort_by_key(|k| k.generator.day());
+                let mut days: Vec<DayKeys> = Vec::new();
+                for (i, k) in keys.iter().enumerate() {
+                    match days.last_mut() {
+                        Some(d) if d.day == k.generator.day() => d.end = i + 1,
+                        _ => days.push(DayKeys {
+                            day: k.generator.day(),
+                            start: i,
+                            end: i + 1,
+                        }),
+                    }
+                }
+                Kind::Compact {
+                    keys,
+                    days,
+                    tables: None,
+                }
             }
         };
         MatchIndex {
@@ -208,6 +294,17 @@ impl MatchIndex {
             origins: batch.origins.clone(),
             kind,
         }
+    }
+
+    /// Derives every EphID of the batch once into per-day tables, so that
+    /// each later window costs one probe instead of a pass over the keys.
+    /// Worth it when one batch serves many phones (the simulator); about
+    /// 17 bytes of memory per EphID.
+    pub fn with_ephid_tables(mut self) -> MatchIndex {
+        if let Kind::Compact { keys, days, tables } = &mut self.kind {
+            *tables = Some(days.iter().map(|d| DayTable::build(d, keys)).collect());
+        }
+        self
     }
 
     /// Number of published keys (compact) or filter entries (unlinkable).
@@ -232,27 +329,87 @@ impl MatchIndex {
         (lo <= hi).then_some((lo, hi))
     }
 
-    /// Looks up one EphID heard from `first` to `last` (receiver's epochs).
-    /// Compact mode only; unlinkable filters carry no key to point at.
-    pub fn lookup(&self, window: &ObservedWindow, skew: u8) -> Option<IndexHit> {
-        let Kind::Compact { keys, days } = &self.kind else {
-            return None;
+    /// Finds the published EphID behind each window, if any (compact mode;
+    /// an unlinkable filter carries no key to point at, so every entry is
+    /// `None`). Uses the EphID tables when built, else streams the keys.
+    pub fn lookup(&self, windows: &[ObservedWindow], skew: u8) -> Vec<Option<IndexHit>> {
+        let Kind::Compact { keys, .. } = &self.kind else {
+            return vec![None; windows.len()];
         };
-        let (lo, hi) = Self::allowed_epochs(window, skew)?;
-        let first_day = days.partition_point(|t| t.day < lo.day());
-        days[first_day..]
-            .iter()
-            .take_while(|t| t.day <= hi.day())
-            .flat_map(|t| t.candidates(&window.ephid).map(move |r| (t, r)))
-            .find_map(|(t, r)| {
-                let (key, index) = (r / EPOCHS_PER_DAY, r % EPOCHS_PER_DAY);
-                // Invariant: refs are built as key · 96 + epoch, epoch < 96.
-                let index = EpochIndex::new(index as u8)?;
-                let epoch = t.day.epoch(index);
-                let generator = &keys[key as usize].generator;
-                (lo <= epoch && epoch <= hi && generator.ephid(index) == window.ephid)
-                    .then_some(IndexHit { key, epoch })
+        self.find(windows, skew)
+            .into_iter()
+            .map(|hit| {
+                hit.map(|(k, epoch)| IndexHit {
+                    key: keys[k].position,
+                    epoch,
+                })
             })
+            .collect()
+    }
+
+    /// For each window, the index (into the day-sorted keys) and epoch of
+    /// the published EphID it heard.
+    fn find(&self, windows: &[ObservedWindow], skew: u8) -> Vec<Option<(usize, EpochNumber)>> {
+        let Kind::Compact { keys, days, tables } = &self.kind else {
+            return vec![None; windows.len()];
+        };
+        let allowed: Vec<_> = windows
+            .iter()
+            .map(|w| Self::allowed_epochs(w, skew))
+            .collect();
+        let confirm = |w: usize, k: usize, index: EpochIndex, day: DayNumber| {
+            let (lo, hi) = allowed[w]?;
+            let epoch = day.epoch(index);
+            (lo <= epoch && epoch <= hi && keys[k].generator.ephid(index) == windows[w].ephid)
+                .then_some((k, epoch))
+        };
+        match tables {
+            Some(tables) => (0..windows.len())
+                .map(|w| {
+                    let (lo, hi) = allowed[w]?;
+                    let first = tables.partition_point(|t| t.day < lo.day());
+                    tables[first..]
+                        .iter()
+                        .take_while(|t| t.day <= hi.day())
+                        .flat_map(|t| t.candidates(&windows[w].ephid).map(move |r| (t.day, r)))
+                        .find_map(|(day, r)| {
+                            let (k, i) = (r / EPOCHS_PER_DAY, r % EPOCHS_PER_DAY);
+                            // Invariant: refs are key · 96 + epoch, epoch < 96.
+                            confirm(w, k as usize, EpochIndex::new(i as u8)?, day)
+                        })
+                })
+                .collect(),
+            None => {
+                let mut hits = vec![None; windows.len()];
+                let mut by_day: BTreeMap<DayNumber, Vec<u32>> = BTreeMap::new();
+                for (w, range) in allowed.iter().enumerate() {
+                    if let Some((lo, hi)) = range {
+                        for d in lo.day().0..=hi.day().0 {
+                            // Invariant: the caller's slice length fits in u32.
+                            by_day.entry(DayNumber(d)).or_default().push(w as u32);
+                        }
+                    }
+                }
+                let mut stream = [0u8; EPHID_KEYSTREAM_LEN];
+                for day in days {
+                    let Some(members) = by_day.get(&day.day) else {
+                        continue;
+                    };
+                    let table = WindowTable::build(members, windows);
+                    for (k, key) in keys.iter().enumerate().take(day.end).skip(day.start) {
+                        key.generator.fill_ephids(&mut stream);
+                        for (i, ephid) in EpochIndex::all().zip(stream.chunks_exact(EPHID_LEN)) {
+                            table.probe(ephid, |w| {
+                                if hits[w].is_none() {
+                                    hits[w] = confirm(w, k, i, day.day);
+                                }
+                            });
+                        }
+                    }
+                }
+                hits
+            }
+        }
     }
 
     /// Matches a phone's windows; each match becomes an [`Exposure`]
@@ -263,19 +420,10 @@ impl MatchIndex {
         options: &MatchOptions,
         today: DayNumber,
     ) -> Vec<Exposure> {
-        windows
-            .iter()
-            .filter_map(|w| self.match_window(w, options, today))
-            .collect()
-    }
-
-    fn match_window(
-        &self,
-        w: &ObservedWindow,
-        options: &MatchOptions,
-        today: DayNumber,
-    ) -> Option<Exposure> {
-        let exposure = |tx_power_dbm: Option<i8>, days_since_onset, origin: &RegionId| Exposure {
+        let exposure = |w: &ObservedWindow,
+                        tx_power_dbm: Option<i8>,
+                        days_since_onset,
+                        origin: &RegionId| Exposure {
             start: w.first_seen,
             duration_secs: w.duration_secs(&options.window),
             attenuation: w.attenuation(tx_power_dbm.unwrap_or(options.assumed_tx_power_dbm)),
@@ -286,30 +434,41 @@ impl MatchIndex {
         };
         match &self.kind {
             Kind::Compact { keys, .. } => {
-                let hit = self.lookup(w, options.epoch_skew)?;
-                let key = &keys[hit.key as usize];
-                // A sighting whose metadata does not decrypt under the key
-                // was not broadcast as-is by the key's owner (SPEC §10.4).
-                let metadata = key
-                    .generator
-                    .decrypt_metadata(hit.epoch.index(), w.metadata)
-                    .ok()?;
-                let origin = self
-                    .origins
-                    .get(usize::from(key.origin))
-                    .unwrap_or(&self.region);
-                Some(exposure(
-                    Some(metadata.tx_power_dbm),
-                    key.days_since_onset,
-                    origin,
-                ))
+                self.find(windows, options.epoch_skew)
+                    .into_iter()
+                    .zip(windows)
+                    .filter_map(|(hit, w)| {
+                        let (k, epoch) = hit?;
+                        let key = &keys[k];
+                        // A sighting whose metadata does not decrypt under the
+                        // key was not broadcast as-is by its owner (SPEC §10.4).
+                        let metadata = key
+                            .generator
+                            .decrypt_metadata(epoch.index(), w.metadata)
+                            .ok()?;
+                        let origin = self
+                            .origins
+                            .get(usize::from(key.origin))
+                            .unwrap_or(&self.region);
+                        Some(exposure(
+                            w,
+                            Some(metadata.tx_power_dbm),
+                            key.days_since_onset,
+                            origin,
+                        ))
+                    })
+                    .collect()
             }
-            Kind::Unlinkable(filter) => {
-                let (lo, hi) = Self::allowed_epochs(w, options.epoch_skew)?;
-                (lo.0..=hi.0)
-                    .any(|e| filter.contains(&EpochHash::new(&w.ephid, EpochNumber(e))))
-                    .then(|| exposure(None, None, &self.region))
-            }
+            Kind::Unlinkable(filter) => windows
+                .iter()
+                .filter(|w| {
+                    Self::allowed_epochs(w, options.epoch_skew).is_some_and(|(lo, hi)| {
+                        (lo.0..=hi.0)
+                            .any(|e| filter.contains(&EpochHash::new(&w.ephid, EpochNumber(e))))
+                    })
+                })
+                .map(|w| exposure(w, None, None, &self.region))
+                .collect(),
         }
     }
 }
@@ -359,6 +518,14 @@ mod tests {
         }
     }
 
+    /// The same batch under both strategies: streaming and EphID tables.
+    fn both(b: &KeyBatch) -> [MatchIndex; 2] {
+        [
+            MatchIndex::prepare(b),
+            MatchIndex::prepare(b).with_ephid_tables(),
+        ]
+    }
+
     fn options() -> MatchOptions {
         MatchOptions {
             epoch_skew: 1,
@@ -376,7 +543,6 @@ mod tests {
             .map(|_| published(&DailyKey::generate(&mut rng), DAY))
             .collect();
         keys.push(published(&patient, DAY));
-        let index = MatchIndex::prepare(&batch(keys));
         let g = patient.ephid_generator(DAY);
         let s = stranger.ephid_generator(DAY);
         let windows = [
@@ -384,54 +550,60 @@ mod tests {
             window(&s, 10, 30, 300),
             window(&g, 95, 0, 60),
         ];
-        let found = index.match_windows(&windows, &options(), DAY);
-        assert_eq!(found.len(), 2);
-        assert_eq!(found[0].tx_power_dbm, Some(-5));
-        assert_eq!(found[0].attenuation.median.0, 55);
-        assert_eq!(found[0].duration_secs, 360);
-        assert_eq!(found[0].days_since_onset, Some(1));
-        assert_eq!(index.lookup(&windows[0], 1).map(|h| h.key), Some(200));
+        for index in both(&batch(keys)) {
+            let found = index.match_windows(&windows, &options(), DAY);
+            assert_eq!(found.len(), 2);
+            assert_eq!(found[0].tx_power_dbm, Some(-5));
+            assert_eq!(found[0].attenuation.median.0, 55);
+            assert_eq!(found[0].duration_secs, 360);
+            assert_eq!(found[0].days_since_onset, Some(1));
+            assert_eq!(index.lookup(&windows, 1)[0].map(|h| h.key), Some(200));
+            assert_eq!(index.lookup(&windows, 1)[1], None);
+        }
     }
 
     #[test]
     fn replays_outside_the_skew_do_not_match() {
         let key = DailyKey::generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(10));
-        let index = MatchIndex::prepare(&batch(vec![published(&key, DAY)]));
         let g = key.ephid_generator(DAY);
-        let heard_late = |epochs_late: u64, skew: u8| {
-            let mut w = window(&g, 20, 0, 60);
-            w.first_seen = Timestamp(w.first_seen.0 + epochs_late * 900);
-            w.last_seen = Timestamp(w.last_seen.0 + epochs_late * 900);
-            let o = MatchOptions {
-                epoch_skew: skew,
-                ..options()
+        for index in both(&batch(vec![published(&key, DAY)])) {
+            let heard_late = |epochs_late: u64, skew: u8| {
+                let mut w = window(&g, 20, 0, 60);
+                w.first_seen = Timestamp(w.first_seen.0 + epochs_late * 900);
+                w.last_seen = Timestamp(w.last_seen.0 + epochs_late * 900);
+                let o = MatchOptions {
+                    epoch_skew: skew,
+                    ..options()
+                };
+                index.match_windows(&[w], &o, DAY).len()
             };
-            index.match_windows(&[w], &o, DAY).len()
-        };
-        assert_eq!(heard_late(0, 0), 1);
-        assert_eq!(heard_late(1, 1), 1);
-        assert_eq!(heard_late(2, 1), 0);
-        assert_eq!(heard_late(1, 0), 0);
-        // An EphID replayed for an hour spans too many epochs.
-        let long = window(&g, 20, 0, 3600);
-        assert!(index.match_windows(&[long], &options(), DAY).is_empty());
-        // A key published for another day yields nothing on this one.
-        let other_day = MatchIndex::prepare(&batch(vec![published(&key, DAY.offset(1))]));
-        assert!(other_day
-            .match_windows(&[window(&g, 20, 0, 60)], &options(), DAY)
-            .is_empty());
+            assert_eq!(heard_late(0, 0), 1);
+            assert_eq!(heard_late(1, 1), 1);
+            assert_eq!(heard_late(2, 1), 0);
+            assert_eq!(heard_late(1, 0), 0);
+            // An EphID replayed for an hour spans too many epochs.
+            let long = window(&g, 20, 0, 3600);
+            assert!(index.match_windows(&[long], &options(), DAY).is_empty());
+            // A key published for another day yields nothing on this one.
+        }
+        for other_day in both(&batch(vec![published(&key, DAY.offset(1))])) {
+            assert!(other_day
+                .match_windows(&[window(&g, 20, 0, 60)], &options(), DAY)
+                .is_empty());
+        }
     }
 
     #[test]
     fn epoch_boundary_crossing_matches_both_neighbours() {
         let key = DailyKey::generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(11));
-        let prev_day = MatchIndex::prepare(&batch(vec![published(&key, DAY.offset(-1))]));
-        let g = key.ephid_generator(DAY.offset(-1));
-        // Last epoch of the previous day, heard just after midnight.
-        let mut w = window(&g, 95, 0, 60);
-        w.first_seen = Timestamp(DAY.start().0 + 30);
-        w.last_seen = Timestamp(DAY.start().0 + 90);
-        assert_eq!(prev_day.match_windows(&[w], &options(), DAY).len(), 1);
+        for prev_day in both(&batch(vec![published(&key, DAY.offset(-1))])) {
+            let g = key.ephid_generator(DAY.offset(-1));
+            // Last epoch of the previous day, heard just after midnight.
+            let mut w = window(&g, 95, 0, 60);
+            w.first_seen = Timestamp(DAY.start().0 + 30);
+            w.last_seen = Timestamp(DAY.start().0 + 90);
+            assert_eq!(prev_day.match_windows(&[w], &options(), DAY).len(), 1);
+        }
     }
 
     #[test]
