@@ -57,7 +57,7 @@ def advertisement(eph: bytes, sealed: bytes) -> bytes:
 
 
 def decode_advertisement(payload: bytes):
-    if len(payload) > 254:
+    if len(payload) > 1650:
         return "too_large"
     found, rest = None, payload
     while rest:
@@ -228,7 +228,7 @@ def evaluate(p: dict, today: int, positive_test, exposures, checkins):
                 if d not in checkins:
                     end += 1
                 d += 1
-        if notified <= today < end:
+        if today < end:
             active.append((colour, end))
     if not active:
         return "green", None, sorted((d, t) for d, (t, _) in days.items())

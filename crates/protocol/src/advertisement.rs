@@ -14,8 +14,9 @@ use crate::keys::{Beacon, EncryptedMetadata, EphId, EPHID_LEN, METADATA_LEN};
 pub const SERVICE_UUID16: u16 = 0x4C47;
 /// Largest legacy advertising payload.
 pub const LEGACY_ADV_LEN: usize = 31;
-/// Longest advertising payload the decoder reads (extended advertising).
-pub const MAX_ADV_LEN: usize = 254;
+/// Longest advertising payload the decoder reads: a reassembled extended
+/// advertisement (Core Specification v5, Vol 4 Part E §7.7.65.13).
+pub const MAX_ADV_LEN: usize = 1650;
 /// Length of Greenlight service data after the UUID: EphID ‖ metadata.
 pub const SERVICE_DATA_LEN: usize = EPHID_LEN + METADATA_LEN;
 
@@ -173,7 +174,7 @@ mod tests {
             Err(Error::InvalidField { .. })
         ));
         assert!(matches!(
-            decode_advertisement(&[1; 300]),
+            decode_advertisement(&[1; 1651]),
             Err(Error::TooLarge { .. })
         ));
     }

@@ -81,6 +81,16 @@ pub enum Error {
         /// The format being verified.
         what: &'static str,
     },
+    /// A policy's serial is not newer than the one already held (rollback).
+    #[error("{what} serial {got} is not newer than the held serial {held}")]
+    StaleSerial {
+        /// The format being verified.
+        what: &'static str,
+        /// The serial offered.
+        got: u32,
+        /// The serial already held.
+        held: u32,
+    },
     /// An advertisement carries no Greenlight service data.
     #[error("advertisement carries no Greenlight service data")]
     NotGreenlight,

@@ -290,6 +290,25 @@ mod tests {
     }
 
     #[test]
+    fn spec_worked_example() {
+        // SPEC §14.2: key 00 01 … 1f on day 20415.
+        let key = DailyKey::from_bytes(std::array::from_fn(|i| i as u8));
+        let g = key.ephid_generator(DayNumber(20_415));
+        let first = EpochIndex::new(0).expect("0 < 96");
+        let last = EpochIndex::new(95).expect("95 < 96");
+        assert_eq!(
+            hex::encode(g.ephid(first).0),
+            "f103268ef246c01f63726469a7a5c44c"
+        );
+        assert_eq!(
+            hex::encode(g.ephid(last).0),
+            "0d3d92bcc3a6ae9000e0d51dc2e7d133"
+        );
+        let sealed = g.encrypt_metadata(first, Metadata { tx_power_dbm: -8 });
+        assert_eq!(hex::encode(sealed.0), "f0876dca");
+    }
+
+    #[test]
     fn secrets_are_redacted_in_debug() {
         let k = key();
         assert_eq!(format!("{k:?}"), "DailyKey(<redacted>)");

@@ -20,14 +20,14 @@
 //! let (day, epoch) = (today.day(), today.epoch().index());
 //! let ch = RegionId::new("CH")?;
 //!
-//! // Alice broadcasts; Bob's phone hears her for 20 minutes at -60 dBm.
+//! // Alice broadcasts; Bob's phone hears her once a minute for 20 minutes at -60 dBm.
 //! let alice = DailyKey::generate(&mut rng);
 //! let adv = encode_advertisement(&alice.ephid_generator(day).beacon(epoch, Metadata { tx_power_dbm: -5 }));
 //! let beacon = decode_advertisement(&adv)?;
 //! let heard: Vec<Sighting> = (0..20)
-//!     .map(|m| Sighting { ephid: beacon.ephid, metadata: beacon.metadata, at: Timestamp(today.0 + 60 * m / 2), rssi: Rssi(-60) })
+//!     .map(|m| Sighting { ephid: beacon.ephid, metadata: beacon.metadata, at: Timestamp(today.0 + 60 * m), rssi: Rssi(-60) })
 //!     .collect();
-//! let windows = group_into_windows(&heard, &WindowConfig { max_gap_secs: 300, sample_period_secs: 60 * 10 });
+//! let windows = group_into_windows(&heard, &WindowConfig::default());
 //!
 //! // Alice tests positive; the health authority publishes her key, signed.
 //! let authority = ed25519_dalek::SigningKey::generate(&mut rng);

@@ -440,8 +440,10 @@ impl MatchIndex {
                     .filter_map(|(hit, w)| {
                         let (k, epoch) = hit?;
                         let key = &keys[k];
-                        // A sighting whose metadata does not decrypt under the
-                        // key was not broadcast as-is by its owner (SPEC §10.4).
+                        // SPEC §10.4: metadata that does not decrypt to a known
+                        // version under the matched key is refused; metadata is
+                        // not authenticated, so this catches only a changed
+                        // version byte (or a false fingerprint match).
                         let metadata = key
                             .generator
                             .decrypt_metadata(epoch.index(), w.metadata)

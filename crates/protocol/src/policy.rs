@@ -249,6 +249,29 @@ impl ExposurePolicy {
         Ok(w.sign(key))
     }
 
+    /// Verifies a policy offered as a replacement for `held` (SPEC §9.5):
+    /// besides [`ExposurePolicy::verify`], refuses a lower serial, and an
+    /// equal serial with other content, so a server cannot roll a phone
+    /// back to older rules.
+    pub fn verify_update(
+        bytes: &[u8],
+        region: &RegionId,
+        key: &VerifyingKey,
+        held: Option<&ExposurePolicy>,
+    ) -> Result<ExposurePolicy> {
+        let policy = ExposurePolicy::verify(bytes, region, key)?;
+        match held {
+            Some(h) if policy.serial < h.serial || (policy.serial == h.serial && &policy != h) => {
+                Err(Error::StaleSerial {
+                    what: WHAT,
+                    got: policy.serial,
+                    held: h.serial,
+                })
+            }
+            _ => Ok(policy),
+        }
+    }
+
     /// Checks magic, version, region and signature, then decodes and validates.
     pub fn verify(bytes: &[u8], region: &RegionId, key: &VerifyingKey) -> Result<ExposurePolicy> {
         let mut head = Reader::new(WHAT, bytes);
@@ -326,6 +349,34 @@ mod tests {
             ExposurePolicy::verify(&bytes, &ch(), &sk.verifying_key()),
             Ok(p)
         );
+    }
+
+    #[test]
+    fn older_or_altered_serials_are_refused() {
+        let sk = SigningKey::generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(6));
+        let vk = sk.verifying_key();
+        let mut held = ExposurePolicy::recommended(ch());
+        held.serial = 5;
+        let mut older = held.clone();
+        older.serial = 4;
+        let mut altered = held.clone();
+        altered.red_threshold_minutes = 30;
+        let mut newer = altered.clone();
+        newer.serial = 6;
+        let check = |p: &ExposurePolicy| {
+            ExposurePolicy::verify_update(&p.sign(&sk).expect("valid"), &ch(), &vk, Some(&held))
+        };
+        assert!(matches!(
+            check(&older),
+            Err(Error::StaleSerial {
+                got: 4,
+                held: 5,
+                ..
+            })
+        ));
+        assert!(matches!(check(&altered), Err(Error::StaleSerial { .. })));
+        assert_eq!(check(&held), Ok(held.clone()));
+        assert_eq!(check(&newer), Ok(newer.clone()));
     }
 
     #[test]

@@ -264,7 +264,9 @@ pub fn evaluate(policy: &ExposurePolicy, input: &StatusInput<'_>) -> Status {
             end,
             missed_checkins,
         };
-        if today < end && notified_on <= today {
+        // SPEC §11.2: a quarantine notified "after" today (clock changes)
+        // is already in force rather than ended.
+        if today < end {
             active.push(q);
         } else {
             ended.push(q);
