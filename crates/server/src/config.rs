@@ -1,0 +1,176 @@
+//! The server's configuration: defaults that work out of the box, a TOML
+//! file, `GREENLIGHT_*` environment variables, then command-line flags.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use greenlight_protocol::RegionId;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything `greenlight-server serve` can be told.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database, signing key, admin token and batch files.
+    pub data_dir: PathBuf,
+    /// `postgres://…` to use PostgreSQL; empty for SQLite in `data_dir`.
+    pub database_url: String,
+    /// This server's region id.
+    pub region: String,
+    /// Seconds between batch publications.
+    pub batch_interval_secs: u64,
+    /// Batches are padded with random keys up to this many entries.
+    pub min_batch_entries: usize,
+    /// Lifetime of a verification code, seconds.
+    pub code_ttl_secs: u64,
+    /// Lifetime of an upload token, seconds.
+    pub token_ttl_secs: u64,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Longest a request may take, seconds.
+    pub request_timeout_secs: u64,
+    /// Code redemptions allowed per second, server-wide (guessing defence).
+    pub verify_per_second: u32,
+    /// Uploads allowed per second, server-wide.
+    pub upload_per_second: u32,
+    /// Days keys and batches are kept.
+    pub retention_days: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("greenlight-data"),
+            database_url: String::new(),
+            region: "DEMO".into(),
+            batch_interval_secs: 3600,
+            min_batch_entries: 1000,
+            code_ttl_secs: 3600,
+            token_ttl_secs: 900,
+            max_body_bytes: 64 * 1024,
+            request_timeout_secs: 10,
+            verify_per_second: 20,
+            upload_per_second: 5000,
+            retention_days: 14,
+        }
+    }
+}
+
+/// A configuration value outside its allowed range.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {field}: {reason}")]
+pub struct ConfigError {
+    /// The field, as spelled in the TOML file.
+    pub field: &'static str,
+    /// What is allowed.
+    pub reason: String,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then `GREENLIGHT_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
+        let mut f = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            f = f.merge(Toml::file_exact(path));
+        }
+        f.merge(Env::prefixed("GREENLIGHT_"))
+            .extract()
+            .map_err(Box::new)
+    }
+
+    /// Checks every field; the error names the bad one.
+    pub fn validate(&self) -> Result<RegionId, ConfigError> {
+        let bad = |field, reason: &str| {
+            Err(ConfigError {
+                field,
+                reason: reason.into(),
+            })
+        };
+        let region = RegionId::new(&self.region).map_err(|e| ConfigError {
+            field: "region",
+            reason: e.to_string(),
+        })?;
+        if self.batch_interval_secs == 0 {
+            return bad("batch_interval_secs", "must be at least 1");
+        }
+        if !(1..=1_000_000).contains(&self.min_batch_entries) {
+            return bad("min_batch_entries", "must be in 1..=1000000");
+        }
+        if self.code_ttl_secs == 0 || self.token_ttl_secs == 0 {
+            return bad(
+                "code_ttl_secs",
+                "code and token lifetimes must be at least 1 s",
+            );
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return bad("max_body_bytes", "must be in 1024..=16777216");
+        }
+        if self.request_timeout_secs == 0 {
+            return bad("request_timeout_secs", "must be at least 1");
+        }
+        if self.verify_per_second == 0 || self.upload_per_second == 0 {
+            return bad(
+                "verify_per_second",
+                "rate limits must be at least 1 per second",
+            );
+        }
+        if !(1..=60).contains(&self.retention_days) {
+            return bad("retention_days", "must be in 1..=60");
+        }
+        let url = &self.database_url;
+        if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return bad(
+                "database_url",
+                "must be empty (SQLite) or a postgres:// URL",
+            );
+        }
+        Ok(region)
+    }
+
+    /// The database URL to open.
+    pub fn database(&self) -> String {
+        if self.database_url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("greenlight.db").display()
+            )
+        } else {
+            self.database_url.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_fields_are_named() {
+        assert!(Config::default().validate().is_ok());
+        let c = Config {
+            retention_days: 0,
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate().map_err(|e| e.field).err(),
+            Some("retention_days")
+        );
+        let c = Config {
+            region: "not a region".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.validate().map_err(|e| e.field).err(), Some("region"));
+        let c = Config {
+            database_url: "mysql://x".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate().map_err(|e| e.field).err(),
+            Some("database_url")
+        );
+    }
+}

@@ -1,0 +1,525 @@
+//! Durable storage: embedded SQLite by default, PostgreSQL for scale, one
+//! code path through sqlx's `Any` driver. Migrations run on open.
+//!
+//! Nothing stored links an upload's keys to each other (random row ids) or
+//! to a person (no IP address, no device identifier, codes kept as hashes).
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+use thiserror::Error;
+
+/// Storage failures, each with what the operator can do about it.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database could not be reached or refused the statement.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A schema migration failed.
+    #[error("database migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The URL names a database this server does not support.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database is behind the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// A verification code as stored: hashes only.
+#[derive(Clone, Debug)]
+pub struct NewCode {
+    /// Public handle for revocation.
+    pub id: String,
+    /// SHA-256 of the short numeric code.
+    pub short_hash: [u8; 32],
+    /// SHA-256 of the long code.
+    pub long_hash: [u8; 32],
+    /// Kind of test, e.g. "pcr".
+    pub test_type: String,
+    /// Day of the test.
+    pub test_day: u32,
+    /// Day symptoms began, if known.
+    pub onset_day: Option<u32>,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+}
+
+/// What an upload token authorizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// Day of the test.
+    pub test_day: u32,
+    /// Day symptoms began, if known.
+    pub onset_day: Option<u32>,
+    /// Expiry, Unix seconds.
+    pub expires_at: i64,
+    /// Whether the token has been spent.
+    pub used: bool,
+}
+
+/// Why redeeming a code failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeRefusal {
+    /// No such code.
+    Unknown,
+    /// Already exchanged for a token.
+    Used,
+    /// Revoked by the health authority.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+}
+
+/// One key or epoch hash to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewKey {
+    /// 1 compact, 2 unlinkable.
+    pub mode: u8,
+    /// Compact: the key's day.
+    pub day: Option<u32>,
+    /// 32-byte key or 16-byte epoch hash.
+    pub data: Vec<u8>,
+    /// Day of the key relative to onset.
+    pub days_since_onset: Option<i8>,
+    /// Region that confirmed the case.
+    pub origin: String,
+}
+
+/// One upload waiting for the group commit.
+#[derive(Clone, Debug)]
+pub struct PendingUpload {
+    /// SHA-256 of the token that authorizes it.
+    pub token_hash: [u8; 32],
+    /// What to store.
+    pub keys: Vec<NewKey>,
+}
+
+/// Why a committed upload was refused inside the transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadRefusal {
+    /// The token was spent, expired or unknown by commit time.
+    TokenSpent,
+}
+
+/// A stored key read back for publishing.
+#[derive(Clone, Debug)]
+pub struct StoredKey {
+    /// Row id.
+    pub id: i64,
+    /// The key's day (compact).
+    pub day: Option<u32>,
+    /// Key or epoch hash bytes.
+    pub data: Vec<u8>,
+    /// Days since onset.
+    pub days_since_onset: Option<i8>,
+    /// Origin region.
+    pub origin: String,
+}
+
+/// A published batch's record.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct BatchRecord {
+    /// Sequence number.
+    pub number: u64,
+    /// "compact" or "unlinkable".
+    pub mode: String,
+    /// Start of the upload period, Unix seconds.
+    pub start: u64,
+    /// End of the upload period, Unix seconds.
+    pub end: u64,
+    /// Keys or filter entries, padding included.
+    pub entries: u64,
+    /// SHA-256 of the file, hex: also its ETag.
+    pub sha256: String,
+    /// File size in bytes.
+    pub size: u64,
+}
+
+/// The server's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn mode_name(mode: i64) -> String {
+    if mode == 1 { "compact" } else { "unlinkable" }.to_owned()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and migrates it.
+    pub async fn open(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Durability: an acknowledged upload survives power loss.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Stores a new verification code.
+    pub async fn insert_code(&self, c: &NewCode) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO codes (id, short_hash, long_hash, test_type, test_day, onset_day, created_at, expires_at, state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'issued')",
+        )
+        .bind(&c.id)
+        .bind(c.short_hash.to_vec())
+        .bind(c.long_hash.to_vec())
+        .bind(&c.test_type)
+        .bind(i64::from(c.test_day))
+        .bind(c.onset_day.map(i64::from))
+        .bind(c.created_at)
+        .bind(c.expires_at)
+        .execute(&self.pool)
+        .await?;
+        self.bump("codes_issued", 1).await
+    }
+
+    /// Revokes an unused code; false if there was no such unused code.
+    pub async fn revoke_code(&self, id: &str) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE codes SET state = 'revoked' WHERE id = $1 AND state = 'issued'")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Exchanges a code (by the hash of its short or long form) for an
+    /// upload token, atomically: a code works once.
+    pub async fn redeem_code(
+        &self,
+        code_hash: &[u8; 32],
+        now: i64,
+        token_hash: &[u8; 32],
+        token_expires_at: i64,
+    ) -> Result<Result<TokenGrant, CodeRefusal>> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT id, state, expires_at, test_day, onset_day FROM codes WHERE short_hash = $1 OR long_hash = $1",
+        )
+        .bind(code_hash.to_vec())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Err(CodeRefusal::Unknown));
+        };
+        let id: String = row.try_get("id")?;
+        let state: String = row.try_get("state")?;
+        let expires_at: i64 = row.try_get("expires_at")?;
+        match state.as_str() {
+            "used" => return Ok(Err(CodeRefusal::Used)),
+            "revoked" => return Ok(Err(CodeRefusal::Revoked)),
+            _ if expires_at <= now => return Ok(Err(CodeRefusal::Expired)),
+            _ => {}
+        }
+        let test_day: i64 = row.try_get("test_day")?;
+        let onset_day: Option<i64> = row.try_get("onset_day")?;
+        let updated =
+            sqlx::query("UPDATE codes SET state = 'used' WHERE id = $1 AND state = 'issued'")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        if updated.rows_affected() != 1 {
+            return Ok(Err(CodeRefusal::Used));
+        }
+        sqlx::query("INSERT INTO tokens (hash, test_day, onset_day, expires_at, used) VALUES ($1, $2, $3, $4, 0)")
+            .bind(token_hash.to_vec())
+            .bind(test_day)
+            .bind(onset_day)
+            .bind(token_expires_at)
+            .execute(&mut *tx)
+            .await?;
+        bump_in(&mut tx, "codes_redeemed", 1).await?;
+        tx.commit().await?;
+        Ok(Ok(TokenGrant {
+            test_day: test_day as u32,
+            onset_day: onset_day.map(|d| d as u32),
+            expires_at: token_expires_at,
+            used: false,
+        }))
+    }
+
+    /// The grant behind a token hash, if any.
+    pub async fn token(&self, token_hash: &[u8; 32]) -> Result<Option<TokenGrant>> {
+        let row =
+            sqlx::query("SELECT test_day, onset_day, expires_at, used FROM tokens WHERE hash = $1")
+                .bind(token_hash.to_vec())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(TokenGrant {
+                test_day: r.try_get::<i64, _>("test_day")? as u32,
+                onset_day: r.try_get::<Option<i64>, _>("onset_day")?.map(|d| d as u32),
+                expires_at: r.try_get("expires_at")?,
+                used: r.try_get::<i64, _>("used")? != 0,
+            })
+        })
+        .transpose()
+    }
+
+    /// Group commit: stores many uploads in one transaction (one fsync),
+    /// spending each token atomically. Returns one outcome per upload, all
+    /// durable once this returns `Ok`.
+    pub async fn commit_uploads(
+        &self,
+        uploads: &[PendingUpload],
+        now: i64,
+        received_day: u32,
+    ) -> Result<Vec<Result<usize, UploadRefusal>>> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(uploads.len());
+        let mut stored = 0i64;
+        for u in uploads {
+            let spent = sqlx::query(
+                "UPDATE tokens SET used = 1 WHERE hash = $1 AND used = 0 AND expires_at > $2",
+            )
+            .bind(u.token_hash.to_vec())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if spent.rows_affected() != 1 {
+                outcomes.push(Err(UploadRefusal::TokenSpent));
+                continue;
+            }
+            for k in &u.keys {
+                sqlx::query(
+                    "INSERT INTO keys (id, mode, day, data, days_since_onset, origin, received_day, batch) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
+                )
+                .bind(rand::random::<i64>())
+                .bind(i64::from(k.mode))
+                .bind(k.day.map(i64::from))
+                .bind(k.data.clone())
+                .bind(k.days_since_onset.map(i64::from))
+                .bind(&k.origin)
+                .bind(i64::from(received_day))
+                .execute(&mut *tx)
+                .await?;
+            }
+            stored += 1;
+            outcomes.push(Ok(u.keys.len()));
+        }
+        bump_in(&mut tx, "uploads", stored).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Keys of `mode` not yet in a batch.
+    pub async fn pending_keys(&self, mode: u8) -> Result<Vec<StoredKey>> {
+        let rows = sqlx::query("SELECT id, day, data, days_since_onset, origin FROM keys WHERE batch IS NULL AND mode = $1")
+            .bind(i64::from(mode))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(stored_key).collect()
+    }
+
+    /// The next batch number (1 for the first).
+    pub async fn next_batch_number(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(number), 0) AS n FROM batches")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? as u64 + 1)
+    }
+
+    /// Records a published batch and assigns its keys to it.
+    pub async fn record_batch(&self, b: &BatchRecord, real_keys: &[i64], now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO batches (number, mode, start_time, end_time, entries, real_keys, sha256, size, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(b.number as i64)
+        .bind(if b.mode == "compact" { 1i64 } else { 2 })
+        .bind(b.start as i64)
+        .bind(b.end as i64)
+        .bind(b.entries as i64)
+        .bind(real_keys.len() as i64)
+        .bind(&b.sha256)
+        .bind(b.size as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for id in real_keys {
+            sqlx::query("UPDATE keys SET batch = $1 WHERE id = $2")
+                .bind(b.number as i64)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        bump_in(&mut tx, "batches_published", 1).await?;
+        bump_in(&mut tx, "keys_published", real_keys.len() as i64).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Published batches numbered above `after`, oldest first.
+    pub async fn batches_after(&self, after: u64) -> Result<Vec<BatchRecord>> {
+        let rows = sqlx::query(
+            "SELECT number, mode, start_time, end_time, entries, sha256, size FROM batches WHERE number > $1 ORDER BY number",
+        )
+        .bind(after as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BatchRecord {
+                    number: r.try_get::<i64, _>("number")? as u64,
+                    mode: mode_name(r.try_get("mode")?),
+                    start: r.try_get::<i64, _>("start_time")? as u64,
+                    end: r.try_get::<i64, _>("end_time")? as u64,
+                    entries: r.try_get::<i64, _>("entries")? as u64,
+                    sha256: r.try_get("sha256")?,
+                    size: r.try_get::<i64, _>("size")? as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores a signed policy.
+    pub async fn save_policy(&self, serial: u32, bytes: &[u8], now: i64) -> Result<()> {
+        sqlx::query("INSERT INTO policies (serial, bytes, created_at) VALUES ($1, $2, $3)")
+            .bind(i64::from(serial))
+            .bind(bytes.to_vec())
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest signed policy, if any.
+    pub async fn latest_policy(&self) -> Result<Option<(u32, Vec<u8>)>> {
+        let row = sqlx::query("SELECT serial, bytes FROM policies ORDER BY serial DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get::<i64, _>("serial")? as u32, r.try_get("bytes")?)))
+            .transpose()
+    }
+
+    /// Adds to a named counter.
+    pub async fn bump(&self, name: &str, by: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        bump_in(&mut tx, name, by).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every counter with its value, plus keys waiting for a batch.
+    pub async fn counters(&self) -> Result<Vec<(String, i64)>> {
+        let mut out: Vec<(String, i64)> =
+            sqlx::query("SELECT name, value FROM counters ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("name")?, r.try_get("value")?)))
+                .collect::<Result<_>>()?;
+        let pending = sqlx::query("SELECT COUNT(*) AS n FROM keys WHERE batch IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        out.push(("keys_pending".into(), pending.try_get("n")?));
+        Ok(out)
+    }
+
+    /// Deletes keys received before `day` and batches that ended before
+    /// `before_secs`; returns the numbers of the deleted batches.
+    pub async fn expire(&self, day: u32, before_secs: i64) -> Result<(u64, Vec<u64>)> {
+        let mut tx = self.pool.begin().await?;
+        let keys = sqlx::query("DELETE FROM keys WHERE received_day < $1")
+            .bind(i64::from(day))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let old: Vec<u64> = sqlx::query("SELECT number FROM batches WHERE end_time < $1")
+            .bind(before_secs)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>("number").map(|n| n as u64))
+            .collect::<Result<_, _>>()?;
+        sqlx::query("DELETE FROM batches WHERE end_time < $1")
+            .bind(before_secs)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM tokens WHERE expires_at < $1")
+            .bind(before_secs)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM codes WHERE expires_at < $1")
+            .bind(before_secs)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((keys, old))
+    }
+}
+
+fn stored_key(r: &AnyRow) -> Result<StoredKey> {
+    Ok(StoredKey {
+        id: r.try_get("id")?,
+        day: r.try_get::<Option<i64>, _>("day")?.map(|d| d as u32),
+        data: r.try_get("data")?,
+        days_since_onset: r
+            .try_get::<Option<i64>, _>("days_since_onset")?
+            .map(|d| d as i8),
+        origin: r.try_get("origin")?,
+    })
+}
+
+async fn bump_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str, by: i64) -> Result<()> {
+    // Portable upsert: both SQLite (3.24+) and PostgreSQL accept ON CONFLICT.
+    sqlx::query("INSERT INTO counters (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = counters.value + $2")
+        .bind(name)
+        .bind(by)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
