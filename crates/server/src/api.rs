@@ -452,7 +452,7 @@ async fn issue_code(
     let ttl = req
         .ttl_secs
         .unwrap_or(state.config.code_ttl_secs)
-        .clamp(60, 7 * 86_400);
+        .clamp(1, 7 * 86_400);
     let mut rng = rand::rngs::OsRng;
     let short_code: String = (0..10)
         .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
