@@ -77,9 +77,15 @@ impl Config {
         if let Some(path) = file {
             f = f.merge(Toml::file_exact(path));
         }
-        f.merge(Env::prefixed("GREENLIGHT_"))
-            .extract()
-            .map_err(Box::new)
+        // Only variables that name a field: GREENLIGHT_LOG and friends
+        // belong to other parts of the program.
+        let fields: Vec<String> = match toml::Value::try_from(Config::default()) {
+            Ok(toml::Value::Table(t)) => t.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let env = Env::prefixed("GREENLIGHT_")
+            .filter(move |k| fields.iter().any(|f| k.as_str().eq_ignore_ascii_case(f)));
+        f.merge(env).extract().map_err(Box::new)
     }
 
     /// Checks every field; the error names the bad one.
@@ -147,6 +153,32 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail requires figment::Error.
+    fn environment_overrides_fields_and_ignores_other_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GREENLIGHT_REGION", "DE");
+            jail.set_env("GREENLIGHT_BATCH_INTERVAL_SECS", "60");
+            jail.set_env("GREENLIGHT_LOG", "debug");
+            jail.create_file("server.toml", "min_batch_entries = 7")?;
+            let c = Config::load(Some(Path::new("server.toml"))).map_err(|e| *e)?;
+            assert_eq!(
+                (
+                    c.region.as_str(),
+                    c.batch_interval_secs,
+                    c.min_batch_entries
+                ),
+                ("DE", 60, 7)
+            );
+            jail.create_file("bad.toml", "regoin = \"DE\"")?;
+            assert!(
+                Config::load(Some(Path::new("bad.toml"))).is_err(),
+                "unknown keys are refused"
+            );
+            Ok(())
+        });
+    }
 
     #[test]
     fn defaults_are_valid_and_bad_fields_are_named() {

@@ -615,3 +615,75 @@ async fn openapi_document_lists_exactly_the_routes() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn keys_and_batches_past_retention_are_deleted() {
+    use greenlight_server::store::{NewKey, PendingUpload, Store};
+    for db in backends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match db {
+            Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+            Db::Postgres => common::fresh_postgres().await,
+        };
+        let store = Store::open(&url).await.expect("opens");
+        let now = 30 * 86_400;
+        for (i, received_day) in [(1u8, 10u32), (2, 20)] {
+            let token = [i; 32];
+            let key = NewKey {
+                mode: 1,
+                day: Some(received_day),
+                data: vec![i; 32],
+                days_since_onset: Some(0),
+                origin: "CH".into(),
+            };
+            // A token row made directly: this test is about retention, not codes.
+            sqlx_token(&url, &token, now + 100).await;
+            let out = store
+                .commit_uploads(
+                    &[PendingUpload {
+                        token_hash: token,
+                        keys: vec![key],
+                    }],
+                    now,
+                    received_day,
+                )
+                .await
+                .expect("commit");
+            assert_eq!(out, vec![Ok(1)]);
+        }
+        let pending = |s: &Store| {
+            let s = s.clone();
+            async move {
+                s.counters()
+                    .await
+                    .expect("counters")
+                    .into_iter()
+                    .find(|(n, _)| n == "keys_pending")
+                    .map(|(_, v)| v)
+            }
+        };
+        assert_eq!(pending(&store).await, Some(2));
+        let (deleted, _) = store.expire(16, 16 * 86_400).await.expect("expire");
+        assert_eq!(
+            deleted, 1,
+            "{db:?}: only the key received on day 10 is past a cut-off of day 16"
+        );
+        assert_eq!(pending(&store).await, Some(1));
+        store.close().await;
+        if db == Db::Postgres {
+            common::drop_postgres(&url).await;
+        }
+    }
+}
+
+async fn sqlx_token(url: &str, hash: &[u8; 32], expires_at: i64) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("connect");
+    sqlx::query("INSERT INTO tokens (hash, test_day, onset_day, expires_at, used) VALUES ($1, 0, NULL, $2, 0)")
+        .bind(hash.to_vec())
+        .bind(expires_at)
+        .execute(&mut conn)
+        .await
+        .expect("insert token");
+}

@@ -56,6 +56,23 @@ pub async fn fresh_postgres() -> String {
     format!("{head}/{name}")
 }
 
+/// Drops a database made by [`fresh_postgres`].
+pub async fn drop_postgres(url: &str) {
+    use sqlx::Connection;
+    let name = url
+        .rsplit_once('/')
+        .map(|(_, n)| n)
+        .expect("URL has a database");
+    let base = postgres_base().expect("PostgreSQL configured");
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("drop database");
+}
+
 /// A running server and what a test needs to talk to it.
 #[derive(Debug)]
 pub struct TestServer {
@@ -66,7 +83,7 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    pg_database: Option<String>,
+    pg_url: Option<String>,
 }
 
 impl TestServer {
@@ -80,13 +97,10 @@ impl TestServer {
             batch_interval_secs: 3600,
             ..Config::default()
         };
-        let mut pg_database = None;
+        let mut pg_url = None;
         if db == Db::Postgres {
             config.database_url = fresh_postgres().await;
-            pg_database = config
-                .database_url
-                .rsplit_once('/')
-                .map(|(_, name)| name.to_owned());
+            pg_url = Some(config.database_url.clone());
         }
         tweak(&mut config);
         let server = Server::open(config).await.expect("server opens");
@@ -106,7 +120,7 @@ impl TestServer {
             dir,
             shutdown,
             task,
-            pg_database,
+            pg_url,
         }
     }
 
@@ -115,20 +129,13 @@ impl TestServer {
     }
 
     pub async fn stop(self) {
-        use sqlx::Connection;
         self.shutdown.cancel();
         self.task
             .await
             .expect("server task")
             .expect("clean shutdown");
-        if let (Some(name), Some(base)) = (self.pg_database, postgres_base()) {
-            let mut conn = sqlx::PgConnection::connect(&base)
-                .await
-                .expect("connect to the test PostgreSQL");
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-                .execute(&mut conn)
-                .await
-                .expect("drop database");
+        if let Some(url) = self.pg_url {
+            drop_postgres(&url).await;
         }
     }
 
