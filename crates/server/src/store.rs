@@ -24,6 +24,10 @@ pub enum StoreError {
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Rows per multi-row statement: 500 × 7 bind parameters stays far below
+/// SQLite's limit of 32,766 and PostgreSQL's of 65,535.
+const INSERT_CHUNK: usize = 500;
+
 /// Which database is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -318,6 +322,7 @@ impl Store {
     ) -> Result<Vec<Result<usize, UploadRefusal>>> {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(uploads.len());
+        let mut accepted: Vec<&NewKey> = Vec::new();
         let mut stored = 0i64;
         for u in uploads {
             let spent = sqlx::query(
@@ -331,23 +336,41 @@ impl Store {
                 outcomes.push(Err(UploadRefusal::TokenSpent));
                 continue;
             }
-            for k in &u.keys {
-                sqlx::query(
-                    "INSERT INTO keys (id, mode, day, data, days_since_onset, origin, received_day, batch) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)",
-                )
-                .bind(rand::random::<i64>())
-                .bind(i64::from(k.mode))
-                .bind(k.day.map(i64::from))
-                .bind(k.data.clone())
-                .bind(k.days_since_onset.map(i64::from))
-                .bind(&k.origin)
-                .bind(i64::from(received_day))
-                .execute(&mut *tx)
-                .await?;
-            }
             stored += 1;
+            accepted.extend(u.keys.iter());
             outcomes.push(Ok(u.keys.len()));
+        }
+        // Multi-row INSERTs: one statement per 500 keys instead of one per key.
+        for chunk in accepted.chunks(INSERT_CHUNK) {
+            let mut sql = String::from(
+                "INSERT INTO keys (id, mode, day, data, days_since_onset, origin, received_day, batch) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 7;
+                let sep = if i == 0 { "" } else { ", " };
+                sql.push_str(&format!(
+                    "{sep}(${}, ${}, ${}, ${}, ${}, ${}, ${}, NULL)",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7
+                ));
+            }
+            let mut q = sqlx::query(&sql);
+            for k in chunk {
+                q = q
+                    .bind(rand::random::<i64>())
+                    .bind(i64::from(k.mode))
+                    .bind(k.day.map(i64::from))
+                    .bind(k.data.clone())
+                    .bind(k.days_since_onset.map(i64::from))
+                    .bind(k.origin.clone())
+                    .bind(i64::from(received_day));
+            }
+            q.execute(&mut *tx).await?;
         }
         bump_in(&mut tx, "uploads", stored).await?;
         tx.commit().await?;
@@ -389,12 +412,18 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        for id in real_keys {
-            sqlx::query("UPDATE keys SET batch = $1 WHERE id = $2")
-                .bind(b.number as i64)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in real_keys.chunks(INSERT_CHUNK) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "UPDATE keys SET batch = $1 WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(b.number as i64);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *tx).await?;
         }
         bump_in(&mut tx, "batches_published", 1).await?;
         bump_in(&mut tx, "keys_published", real_keys.len() as i64).await?;

@@ -50,7 +50,10 @@ fn start(data_dir: &Path, log: Option<&Path>) -> Proc {
         .stderr(stderr)
         .spawn()
         .expect("server starts");
-    let mut proc = Proc { child, base: String::new() };
+    let mut proc = Proc {
+        child,
+        base: String::new(),
+    };
     let stdout = proc.child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
