@@ -6,6 +6,7 @@
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
+use std::collections::HashSet;
 use thiserror::Error;
 
 /// Storage failures, each with what the operator can do about it.
@@ -24,9 +25,41 @@ pub enum StoreError {
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Rows per multi-row statement: 500 × 7 bind parameters stays far below
+/// Row counts of multi-row statements. A group of n rows is split greedily
+/// into these sizes, so only a few distinct statements exist and each stays
+/// in the prepared-statement cache. 512 × 7 bind parameters stays below
 /// SQLite's limit of 32,766 and PostgreSQL's of 65,535.
-const INSERT_CHUNK: usize = 500;
+const CHUNK_SIZES: [usize; 4] = [512, 64, 8, 1];
+
+/// `n` split into [`CHUNK_SIZES`], largest first.
+fn chunk_sizes(mut n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    for size in CHUNK_SIZES {
+        while n >= size {
+            out.push(size);
+            n -= size;
+        }
+    }
+    out
+}
+
+/// `rows` groups of `width` numbered placeholders from `$first`:
+/// `($1, $2), ($3, $4)` for width 2, or `$2, $3, $4` for width 1.
+fn placeholders(first: usize, rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = (0..width)
+                .map(|c| format!("${}", first + r * width + c))
+                .collect();
+            if width == 1 {
+                cols.join(", ")
+            } else {
+                format!("({})", cols.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Which database is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -321,44 +354,57 @@ impl Store {
         received_day: u32,
     ) -> Result<Vec<Result<usize, UploadRefusal>>> {
         let mut tx = self.pool.begin().await?;
+        // Spend every token of the group with a few multi-row statements;
+        // RETURNING says which were still unspent (SQLite 3.35+, PostgreSQL).
+        let mut spent: HashSet<[u8; 32]> = HashSet::new();
+        let distinct: Vec<[u8; 32]> = {
+            let mut seen = HashSet::new();
+            uploads
+                .iter()
+                .map(|u| u.token_hash)
+                .filter(|h| seen.insert(*h))
+                .collect()
+        };
+        let mut rest = distinct.as_slice();
+        for size in chunk_sizes(distinct.len()) {
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let sql = format!(
+                "UPDATE tokens SET used = 1 WHERE used = 0 AND expires_at > $1 AND hash IN ({}) RETURNING hash",
+                placeholders(2, size, 1)
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for h in chunk {
+                q = q.bind(h.to_vec());
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let hash: Vec<u8> = row.try_get("hash")?;
+                if let Ok(h) = <[u8; 32]>::try_from(hash.as_slice()) {
+                    spent.insert(h);
+                }
+            }
+        }
         let mut outcomes = Vec::with_capacity(uploads.len());
         let mut accepted: Vec<&NewKey> = Vec::new();
         let mut stored = 0i64;
         for u in uploads {
-            let spent = sqlx::query(
-                "UPDATE tokens SET used = 1 WHERE hash = $1 AND used = 0 AND expires_at > $2",
-            )
-            .bind(u.token_hash.to_vec())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if spent.rows_affected() != 1 {
+            // A token spends once, even if two uploads carry it in one group.
+            if spent.remove(&u.token_hash) {
+                stored += 1;
+                accepted.extend(u.keys.iter());
+                outcomes.push(Ok(u.keys.len()));
+            } else {
                 outcomes.push(Err(UploadRefusal::TokenSpent));
-                continue;
             }
-            stored += 1;
-            accepted.extend(u.keys.iter());
-            outcomes.push(Ok(u.keys.len()));
         }
-        // Multi-row INSERTs: one statement per 500 keys instead of one per key.
-        for chunk in accepted.chunks(INSERT_CHUNK) {
-            let mut sql = String::from(
-                "INSERT INTO keys (id, mode, day, data, days_since_onset, origin, received_day, batch) VALUES ",
+        let mut rest = accepted.as_slice();
+        for size in chunk_sizes(accepted.len()) {
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let sql = format!(
+                "INSERT INTO keys (id, mode, day, data, days_since_onset, origin, received_day) VALUES {}",
+                placeholders(1, size, 7)
             );
-            for i in 0..chunk.len() {
-                let b = i * 7;
-                let sep = if i == 0 { "" } else { ", " };
-                sql.push_str(&format!(
-                    "{sep}(${}, ${}, ${}, ${}, ${}, ${}, ${}, NULL)",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7
-                ));
-            }
             let mut q = sqlx::query(&sql);
             for k in chunk {
                 q = q
@@ -412,12 +458,13 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        for chunk in real_keys.chunks(INSERT_CHUNK) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let mut rest = real_keys;
+        for size in chunk_sizes(real_keys.len()) {
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
             let sql = format!(
                 "UPDATE keys SET batch = $1 WHERE id IN ({})",
-                placeholders.join(", ")
+                placeholders(2, size, 1)
             );
             let mut q = sqlx::query(&sql).bind(b.number as i64);
             for id in chunk {
@@ -551,4 +598,19 @@ async fn bump_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str, by: i64)
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_exactly_and_placeholders_number_from_first() {
+        for n in [0, 1, 7, 8, 9, 513, 1000] {
+            assert_eq!(chunk_sizes(n).iter().sum::<usize>(), n);
+        }
+        assert_eq!(chunk_sizes(73), vec![64, 8, 1]);
+        assert_eq!(placeholders(2, 3, 1), "$2, $3, $4");
+        assert_eq!(placeholders(1, 2, 2), "($1, $2), ($3, $4)");
+    }
 }
