@@ -4,48 +4,11 @@
 mod common;
 
 use common::{backends, compact_upload, Db, TestServer};
-use greenlight_protocol::ed25519_dalek::VerifyingKey;
-use greenlight_protocol::{BatchPayload, ExposurePolicy, KeyBatch, RegionId};
+use greenlight_protocol::{BatchPayload, ExposurePolicy, RegionId};
 use serde_json::{json, Value};
 
 fn ch() -> RegionId {
     RegionId::new("CH").expect("valid")
-}
-
-fn key_of(hex_key: &str) -> VerifyingKey {
-    let bytes: [u8; 32] = hex::decode(hex_key)
-        .expect("hex")
-        .try_into()
-        .expect("32 bytes");
-    VerifyingKey::from_bytes(&bytes).expect("valid key")
-}
-
-async fn fetch_batches(s: &TestServer) -> Vec<KeyBatch> {
-    let index: Value = s
-        .client
-        .get(s.url("/v1/batches"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("JSON");
-    let vk = key_of(index["public_key"].as_str().expect("key"));
-    let mut out = Vec::new();
-    for b in index["batches"].as_array().expect("batches") {
-        let n = b["number"].as_u64().expect("number");
-        let bytes = s
-            .client
-            .get(s.url(&format!("/v1/batches/{n}")))
-            .send()
-            .await
-            .expect("send")
-            .bytes()
-            .await
-            .expect("body");
-        out.push(KeyBatch::verify(&bytes, &ch(), &vk).expect("batch verifies"));
-    }
-    out
 }
 
 #[tokio::test]
@@ -69,7 +32,7 @@ async fn patient_upload_reaches_a_signed_batch() {
             "one batch per mode"
         );
 
-        let batches = fetch_batches(&s).await;
+        let batches = common::fetch_batches(&s.client, &s.url("")).await;
         let compact = batches.iter().find_map(|b| match &b.payload {
             BatchPayload::Compact(k) => Some(k),
             BatchPayload::Unlinkable(_) => None,
@@ -107,7 +70,7 @@ async fn unlinkable_uploads_are_published_as_a_filter() {
         let (status, answer) = s.upload(&token, &body).await;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(s.admin_post("/v1/authority/publish").await.status(), 200);
-        let batches = fetch_batches(&s).await;
+        let batches = common::fetch_batches(&s.client, &s.url("")).await;
         let filter = batches
             .iter()
             .find_map(|b| match &b.payload {
@@ -377,8 +340,8 @@ async fn policy_is_served_signed_and_only_newer_serials_publish() {
             .bytes()
             .await
             .expect("body");
-        let served =
-            ExposurePolicy::verify(&bytes, &ch(), &key_of(&s.public_key)).expect("signed policy");
+        let served = ExposurePolicy::verify(&bytes, &ch(), &common::key_of(&s.public_key))
+            .expect("signed policy");
         assert_eq!(served, ExposurePolicy::recommended(ch()));
         let mut next = served.clone();
         next.serial = 2;
@@ -406,9 +369,13 @@ async fn policy_is_served_signed_and_only_newer_serials_publish() {
             .bytes()
             .await
             .expect("body");
-        let now =
-            ExposurePolicy::verify_update(&bytes, &ch(), &key_of(&s.public_key), Some(&served))
-                .expect("newer");
+        let now = ExposurePolicy::verify_update(
+            &bytes,
+            &ch(),
+            &common::key_of(&s.public_key),
+            Some(&served),
+        )
+        .expect("newer");
         assert_eq!(now.red_threshold_minutes, 20);
         let r = put(serde_json::to_value(&served).expect("JSON"))
             .await

@@ -5,8 +5,7 @@
 mod common;
 
 use common::compact_upload;
-use greenlight_protocol::ed25519_dalek::VerifyingKey;
-use greenlight_protocol::{BatchPayload, KeyBatch, RegionId};
+use greenlight_protocol::BatchPayload;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -95,37 +94,14 @@ fn authority_cli(p: &Proc, dir: &Path, args: &[&str]) -> Value {
 }
 
 async fn published_keys(client: &reqwest::Client, base: &str) -> Vec<[u8; 32]> {
-    let index: Value = client
-        .get(format!("{base}/v1/batches"))
-        .send()
+    common::fetch_batches(client, base)
         .await
-        .expect("send")
-        .json()
-        .await
-        .expect("JSON");
-    let pk: [u8; 32] = hex::decode(index["public_key"].as_str().expect("key"))
-        .expect("hex")
-        .try_into()
-        .expect("32");
-    let vk = VerifyingKey::from_bytes(&pk).expect("valid key");
-    let mut keys = Vec::new();
-    for b in index["batches"].as_array().expect("batches") {
-        let n = b["number"].as_u64().expect("number");
-        let bytes = client
-            .get(format!("{base}/v1/batches/{n}"))
-            .send()
-            .await
-            .expect("send")
-            .bytes()
-            .await
-            .expect("body");
-        let batch =
-            KeyBatch::verify(&bytes, &RegionId::new("CH").expect("valid"), &vk).expect("verifies");
-        if let BatchPayload::Compact(k) = batch.payload {
-            keys.extend(k.iter().map(|k| *k.key.as_bytes()));
-        }
-    }
-    keys
+        .into_iter()
+        .flat_map(|b| match b.payload {
+            BatchPayload::Compact(k) => k.iter().map(|k| *k.key.as_bytes()).collect(),
+            BatchPayload::Unlinkable(_) => Vec::new(),
+        })
+        .collect()
 }
 
 #[tokio::test]

@@ -228,3 +228,47 @@ pub fn compact_upload(n: u32, seed: u8) -> (Value, Vec<(u32, [u8; 32])>) {
     });
     (body, keys)
 }
+
+/// The public key printed as hex by the server.
+pub fn key_of(hex_key: &str) -> greenlight_protocol::ed25519_dalek::VerifyingKey {
+    let bytes: [u8; 32] = hex::decode(hex_key)
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    greenlight_protocol::ed25519_dalek::VerifyingKey::from_bytes(&bytes).expect("valid key")
+}
+
+/// Every published batch of the server at `base`, each verified as a phone
+/// would under the key the index names.
+pub async fn fetch_batches(
+    client: &reqwest::Client,
+    base: &str,
+) -> Vec<greenlight_protocol::KeyBatch> {
+    let index: Value = client
+        .get(format!("{base}/v1/batches"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("JSON");
+    let vk = key_of(index["public_key"].as_str().expect("key"));
+    let region = greenlight_protocol::RegionId::new(index["region"].as_str().expect("region"))
+        .expect("valid region");
+    let mut out = Vec::new();
+    for b in index["batches"].as_array().expect("batches") {
+        let n = b["number"].as_u64().expect("number");
+        let bytes = client
+            .get(format!("{base}/v1/batches/{n}"))
+            .send()
+            .await
+            .expect("send")
+            .bytes()
+            .await
+            .expect("body");
+        out.push(
+            greenlight_protocol::KeyBatch::verify(&bytes, &region, &vk).expect("batch verifies"),
+        );
+    }
+    out
+}
