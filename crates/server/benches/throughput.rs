@@ -60,6 +60,62 @@ async fn insert_tokens(url: &str, n: usize) -> Vec<String> {
     tokens
 }
 
+/// `CLIENTS` concurrent clients upload one token each until the tokens or
+/// the time run out; returns acknowledged uploads and seconds.
+async fn upload_load(
+    client: &reqwest::Client,
+    base: &str,
+    tokens: Vec<String>,
+    today: u32,
+    chaff: bool,
+) -> (usize, f64) {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(tokens));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, base, queue) = (client.clone(), base.to_owned(), queue.clone());
+        workers.push(tokio::spawn(async move {
+            let mut done = 0usize;
+            loop {
+                if started.elapsed() > TIME_LIMIT {
+                    return done;
+                }
+                let Some(token) = queue.lock().expect("lock").pop() else { return done };
+                let keys: Vec<_> = (0..KEYS_PER_UPLOAD)
+                    .map(|d| json!({ "day": today - d, "key": hex::encode(rand::random::<[u8; 32]>()) }))
+                    .collect();
+                let body = json!({ "mode": "compact", "keys": keys, "chaff": chaff });
+                let r = client.post(format!("{base}/v1/upload")).bearer_auth(token).json(&body).send().await;
+                if matches!(r, Ok(ref r) if r.status() == 200) {
+                    done += 1;
+                }
+            }
+        }));
+    }
+    let mut acked = 0;
+    for w in workers {
+        acked += w.await.expect("worker");
+    }
+    (acked, started.elapsed().as_secs_f64())
+}
+
+/// The server's count of group commits, from /metrics.
+async fn commits(client: &reqwest::Client, base: &str) -> u64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find(|l| l.starts_with("greenlight_upload_commits_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 async fn run(name: &str, database_url: String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config {
@@ -91,33 +147,18 @@ async fn run(name: &str, database_url: String) {
         .pool_max_idle_per_host(CLIENTS)
         .build()
         .expect("client");
-    let queue = std::sync::Arc::new(std::sync::Mutex::new(tokens));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..CLIENTS {
-        let (client, base, queue) = (client.clone(), base.clone(), queue.clone());
-        workers.push(tokio::spawn(async move {
-            let mut done = 0usize;
-            loop {
-                if started.elapsed() > TIME_LIMIT {
-                    return done;
-                }
-                let Some(token) = queue.lock().expect("lock").pop() else { return done };
-                let keys: Vec<_> = (0..KEYS_PER_UPLOAD)
-                    .map(|d| json!({ "day": today - d, "key": hex::encode(rand::random::<[u8; 32]>()) }))
-                    .collect();
-                let r = client.post(format!("{base}/v1/upload")).bearer_auth(token).json(&json!({ "mode": "compact", "keys": keys })).send().await;
-                if matches!(r, Ok(ref r) if r.status() == 200) {
-                    done += 1;
-                }
-            }
-        }));
-    }
-    let mut acked = 0;
-    for w in workers {
-        acked += w.await.expect("worker");
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let (acked, secs) = upload_load(&client, &base, tokens.clone(), today, true).await;
+    println!(
+        "{name}: HTTP ceiling, {acked} chaff uploads (same path, no storage) at {:.0} uploads/s",
+        acked as f64 / secs
+    );
+    let commits_before = commits(&client, &base).await;
+    let (acked, secs) = upload_load(&client, &base, tokens, today, false).await;
+    let commits = commits(&client, &base).await - commits_before;
+    println!(
+        "{name}: {commits} group commits, {:.1} uploads per commit",
+        acked as f64 / commits.max(1) as f64
+    );
     println!("{name}: {acked} durable uploads ({} keys) in {secs:.2} s = {:.0} uploads/s, {:.0} keys/s ({CLIENTS} concurrent clients)",
         acked * KEYS_PER_UPLOAD as usize, acked as f64 / secs, (acked * KEYS_PER_UPLOAD as usize) as f64 / secs);
 

@@ -1,8 +1,10 @@
 //! Durable storage: embedded SQLite by default, PostgreSQL for scale, one
 //! code path through sqlx's `Any` driver. Migrations run on open.
 //!
-//! Nothing stored links an upload's keys to each other (random row ids) or
-//! to a person (no IP address, no device identifier, codes kept as hashes).
+//! Keys wait in arrival order only until their batch is published, then are
+//! deleted: the shuffled batch file is the only copy, so nothing links an
+//! upload's keys beyond its batch. Nothing stored points to a person (no IP
+//! address, no device identifier, codes kept as hashes).
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
@@ -25,41 +27,37 @@ pub enum StoreError {
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Row counts of multi-row statements. A group of n rows is split greedily
-/// into these sizes, so only a few distinct statements exist and each stays
-/// in the prepared-statement cache. 512 × 7 bind parameters stays below
-/// SQLite's limit of 32,766 and PostgreSQL's of 65,535.
-const CHUNK_SIZES: [usize; 4] = [512, 64, 8, 1];
-
-/// `n` split into [`CHUNK_SIZES`], largest first.
-fn chunk_sizes(mut n: usize) -> Vec<usize> {
-    let mut out = Vec::new();
-    for size in CHUNK_SIZES {
-        while n >= size {
-            out.push(size);
-            n -= size;
-        }
-    }
-    out
+/// The few statements whose SQL differs between the backends: each takes a
+/// whole group of rows as one JSON array parameter, so a group commit is a
+/// handful of statements whatever its size. (sqlx's SQLite driver binds each
+/// `$N` by scanning the statement's parameters: measured here, a 512-row
+/// insert cost 38 µs a row, 8 rows 6.8 µs, one row 39 µs. One JSON
+/// parameter avoids both costs.)
+struct BulkSql {
+    spend_tokens: &'static str,
+    insert_keys: &'static str,
+    delete_published: &'static str,
 }
 
-/// `rows` groups of `width` numbered placeholders from `$first`:
-/// `($1, $2), ($3, $4)` for width 2, or `$2, $3, $4` for width 1.
-fn placeholders(first: usize, rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let cols: Vec<String> = (0..width)
-                .map(|c| format!("${}", first + r * width + c))
-                .collect();
-            if width == 1 {
-                cols.join(", ")
-            } else {
-                format!("({})", cols.join(", "))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+const SQLITE_BULK: BulkSql = BulkSql {
+    spend_tokens: "UPDATE tokens SET used = 1 WHERE used = 0 AND expires_at > $1 \
+                   AND hash IN (SELECT unhex(value) FROM json_each($2)) RETURNING hash",
+    insert_keys: "INSERT INTO keys (mode, day, data, days_since_onset, origin, received_day) \
+                  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), unhex(json_extract(value, '$[2]')), \
+                  json_extract(value, '$[3]'), json_extract(value, '$[4]'), $2 FROM json_each($1)",
+    delete_published: "DELETE FROM keys WHERE id IN (SELECT value FROM json_each($1))",
+};
+
+const POSTGRES_BULK: BulkSql = BulkSql {
+    spend_tokens: "UPDATE tokens SET used = 1 WHERE used = 0 AND expires_at > $1 \
+                   AND hash IN (SELECT decode(value, 'hex') FROM jsonb_array_elements_text($2::jsonb) AS value) \
+                   RETURNING hash",
+    insert_keys: "INSERT INTO keys (mode, day, data, days_since_onset, origin, received_day) \
+                  SELECT (e->>0)::bigint, (e->>1)::bigint, decode(e->>2, 'hex'), (e->>3)::bigint, e->>4, $2 \
+                  FROM jsonb_array_elements($1::jsonb) AS e",
+    delete_published: "DELETE FROM keys \
+                       WHERE id IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb) AS value)",
+};
 
 /// Which database is behind the pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,6 +192,13 @@ fn mode_name(mode: i64) -> String {
 }
 
 impl Store {
+    fn bulk(&self) -> &'static BulkSql {
+        match self.backend {
+            Backend::Sqlite => &SQLITE_BULK,
+            Backend::Postgres => &POSTGRES_BULK,
+        }
+    }
+
     /// Opens (creating if needed) the database at `url` and migrates it.
     pub async fn open(url: &str) -> Result<Store> {
         sqlx::any::install_default_drivers();
@@ -354,30 +359,17 @@ impl Store {
         received_day: u32,
     ) -> Result<Vec<Result<usize, UploadRefusal>>> {
         let mut tx = self.pool.begin().await?;
-        // Spend every token of the group with a few multi-row statements;
-        // RETURNING says which were still unspent (SQLite 3.35+, PostgreSQL).
+        // Spend every token of the group in one statement; RETURNING says
+        // which were still unspent (SQLite 3.35+, PostgreSQL).
+        let hashes: Vec<String> = uploads.iter().map(|u| hex::encode(u.token_hash)).collect();
         let mut spent: HashSet<[u8; 32]> = HashSet::new();
-        let distinct: Vec<[u8; 32]> = {
-            let mut seen = HashSet::new();
-            uploads
-                .iter()
-                .map(|u| u.token_hash)
-                .filter(|h| seen.insert(*h))
-                .collect()
-        };
-        let mut rest = distinct.as_slice();
-        for size in chunk_sizes(distinct.len()) {
-            let (chunk, tail) = rest.split_at(size);
-            rest = tail;
-            let sql = format!(
-                "UPDATE tokens SET used = 1 WHERE used = 0 AND expires_at > $1 AND hash IN ({}) RETURNING hash",
-                placeholders(2, size, 1)
-            );
-            let mut q = sqlx::query(&sql).bind(now);
-            for h in chunk {
-                q = q.bind(h.to_vec());
-            }
-            for row in q.fetch_all(&mut *tx).await? {
+        if !hashes.is_empty() {
+            let rows = sqlx::query(self.bulk().spend_tokens)
+                .bind(now)
+                .bind(serde_json::Value::from(hashes).to_string())
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in rows {
                 let hash: Vec<u8> = row.try_get("hash")?;
                 if let Ok(h) = <[u8; 32]>::try_from(hash.as_slice()) {
                     spent.insert(h);
@@ -385,50 +377,45 @@ impl Store {
             }
         }
         let mut outcomes = Vec::with_capacity(uploads.len());
-        let mut accepted: Vec<&NewKey> = Vec::new();
+        let mut rows: Vec<serde_json::Value> = Vec::new();
         let mut stored = 0i64;
         for u in uploads {
             // A token spends once, even if two uploads carry it in one group.
             if spent.remove(&u.token_hash) {
                 stored += 1;
-                accepted.extend(u.keys.iter());
+                rows.extend(u.keys.iter().map(|k| {
+                    serde_json::json!([
+                        k.mode,
+                        k.day,
+                        hex::encode(&k.data),
+                        k.days_since_onset,
+                        k.origin
+                    ])
+                }));
                 outcomes.push(Ok(u.keys.len()));
             } else {
                 outcomes.push(Err(UploadRefusal::TokenSpent));
             }
         }
-        let mut rest = accepted.as_slice();
-        for size in chunk_sizes(accepted.len()) {
-            let (chunk, tail) = rest.split_at(size);
-            rest = tail;
-            let sql = format!(
-                "INSERT INTO keys (id, mode, day, data, days_since_onset, origin, received_day) VALUES {}",
-                placeholders(1, size, 7)
-            );
-            let mut q = sqlx::query(&sql);
-            for k in chunk {
-                q = q
-                    .bind(rand::random::<i64>())
-                    .bind(i64::from(k.mode))
-                    .bind(k.day.map(i64::from))
-                    .bind(k.data.clone())
-                    .bind(k.days_since_onset.map(i64::from))
-                    .bind(k.origin.clone())
-                    .bind(i64::from(received_day));
-            }
-            q.execute(&mut *tx).await?;
+        if !rows.is_empty() {
+            sqlx::query(self.bulk().insert_keys)
+                .bind(serde_json::Value::Array(rows).to_string())
+                .bind(i64::from(received_day))
+                .execute(&mut *tx)
+                .await?;
         }
         bump_in(&mut tx, "uploads", stored).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
 
-    /// Keys of `mode` not yet in a batch.
+    /// Keys of `mode` waiting for a batch.
     pub async fn pending_keys(&self, mode: u8) -> Result<Vec<StoredKey>> {
-        let rows = sqlx::query("SELECT id, day, data, days_since_onset, origin FROM keys WHERE batch IS NULL AND mode = $1")
-            .bind(i64::from(mode))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT id, day, data, days_since_onset, origin FROM keys WHERE mode = $1")
+                .bind(i64::from(mode))
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(stored_key).collect()
     }
 
@@ -440,7 +427,8 @@ impl Store {
         Ok(row.try_get::<i64, _>("n")? as u64 + 1)
     }
 
-    /// Records a published batch and assigns its keys to it.
+    /// Records a published batch and deletes its keys: from now on only the
+    /// shuffled batch file holds them.
     pub async fn record_batch(&self, b: &BatchRecord, real_keys: &[i64], now: i64) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -458,19 +446,11 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let mut rest = real_keys;
-        for size in chunk_sizes(real_keys.len()) {
-            let (chunk, tail) = rest.split_at(size);
-            rest = tail;
-            let sql = format!(
-                "UPDATE keys SET batch = $1 WHERE id IN ({})",
-                placeholders(2, size, 1)
-            );
-            let mut q = sqlx::query(&sql).bind(b.number as i64);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            q.execute(&mut *tx).await?;
+        if !real_keys.is_empty() {
+            sqlx::query(self.bulk().delete_published)
+                .bind(serde_json::Value::from(real_keys.to_vec()).to_string())
+                .execute(&mut *tx)
+                .await?;
         }
         bump_in(&mut tx, "batches_published", 1).await?;
         bump_in(&mut tx, "keys_published", real_keys.len() as i64).await?;
@@ -538,7 +518,7 @@ impl Store {
                 .iter()
                 .map(|r| Ok((r.try_get("name")?, r.try_get("value")?)))
                 .collect::<Result<_>>()?;
-        let pending = sqlx::query("SELECT COUNT(*) AS n FROM keys WHERE batch IS NULL")
+        let pending = sqlx::query("SELECT COUNT(*) AS n FROM keys")
             .fetch_one(&self.pool)
             .await?;
         out.push(("keys_pending".into(), pending.try_get("n")?));
@@ -598,19 +578,4 @@ async fn bump_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str, by: i64)
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_cover_exactly_and_placeholders_number_from_first() {
-        for n in [0, 1, 7, 8, 9, 513, 1000] {
-            assert_eq!(chunk_sizes(n).iter().sum::<usize>(), n);
-        }
-        assert_eq!(chunk_sizes(73), vec![64, 8, 1]);
-        assert_eq!(placeholders(2, 3, 1), "$2, $3, $4");
-        assert_eq!(placeholders(1, 2, 2), "($1, $2), ($3, $4)");
-    }
 }

@@ -186,6 +186,8 @@ impl Writer {
                 }
                 let real: Vec<PendingUpload> =
                     jobs.iter().filter_map(|j| j.upload.clone()).collect();
+                metrics::counter!("greenlight_upload_commits_total").increment(1);
+                metrics::histogram!("greenlight_upload_group_size").record(jobs.len() as f64);
                 let now = Timestamp(crate::now_secs());
                 let outcome = store.commit_uploads(&real, now.0 as i64, now.day().0).await;
                 let mut outcomes = match outcome {

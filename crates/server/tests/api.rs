@@ -653,4 +653,62 @@ async fn sqlx_token(url: &str, hash: &[u8; 32], expires_at: i64) {
         .execute(&mut conn)
         .await
         .expect("insert token");
+    conn.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_token_spends_once_within_one_group_commit() {
+    use greenlight_server::store::{NewKey, PendingUpload, Store, UploadRefusal};
+    for db in backends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match db {
+            Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+            Db::Postgres => common::fresh_postgres().await,
+        };
+        let store = Store::open(&url).await.expect("opens");
+        let token = [5u8; 32];
+        sqlx_token(&url, &token, 1_000).await;
+        let key = |b: u8| NewKey {
+            mode: 1,
+            day: Some(7),
+            data: vec![b; 32],
+            days_since_onset: None,
+            origin: "CH".into(),
+        };
+        let twice = [
+            PendingUpload {
+                token_hash: token,
+                keys: vec![key(1), key(2)],
+            },
+            PendingUpload {
+                token_hash: token,
+                keys: vec![key(3)],
+            },
+            PendingUpload {
+                token_hash: [6u8; 32],
+                keys: vec![key(4)],
+            },
+        ];
+        let out = store.commit_uploads(&twice, 10, 7).await.expect("commit");
+        assert_eq!(
+            out,
+            vec![
+                Ok(2),
+                Err(UploadRefusal::TokenSpent),
+                Err(UploadRefusal::TokenSpent)
+            ],
+            "{db:?}"
+        );
+        let stored = store.pending_keys(1).await.expect("pending");
+        let mut data: Vec<u8> = stored.iter().map(|k| k.data[0]).collect();
+        data.sort();
+        assert_eq!(data, vec![1, 2], "{db:?}: only the first upload's keys");
+        assert!(stored
+            .iter()
+            .all(|k| k.day == Some(7) && k.days_since_onset.is_none() && k.origin == "CH"));
+        store.close().await;
+        if db == Db::Postgres {
+            common::drop_postgres(&url).await;
+        }
+    }
 }

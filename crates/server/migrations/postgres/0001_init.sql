@@ -1,5 +1,5 @@
--- Greenlight server schema, PostgreSQL. No table holds an IP address, a device
--- identifier or anything that links an upload's keys to each other.
+-- Greenlight server schema, PostgreSQL. No table holds an IP address or a
+-- device identifier.
 CREATE TABLE codes (
     id          TEXT PRIMARY KEY,          -- public handle for revocation
     short_hash  BYTEA NOT NULL UNIQUE,      -- SHA-256 of the numeric code
@@ -18,17 +18,19 @@ CREATE TABLE tokens (
     expires_at  BIGINT NOT NULL,
     used        BIGINT NOT NULL DEFAULT 0
 );
+-- Keys waiting for the next batch. A published key is deleted in the same
+-- transaction that records its batch: from then on only the shuffled,
+-- padded batch file holds it, so nothing links the keys of one upload
+-- beyond the hour they waited here.
 CREATE TABLE keys (
-    id               BIGINT PRIMARY KEY,   -- random, so row order links nothing
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, -- arrival order; rows live only until published
     mode             BIGINT NOT NULL,      -- 1 compact, 2 unlinkable
     day              BIGINT,               -- compact: the key's UTC day
     data             BYTEA NOT NULL,        -- 32-byte key or 16-byte epoch hash
     days_since_onset BIGINT,
     origin           TEXT NOT NULL,
-    received_day     BIGINT NOT NULL,
-    batch            BIGINT
+    received_day     BIGINT NOT NULL
 );
-CREATE INDEX keys_pending ON keys (batch, mode);
 CREATE TABLE batches (
     number      BIGINT PRIMARY KEY,
     mode        BIGINT NOT NULL,

@@ -67,7 +67,7 @@ pub async fn drop_postgres(url: &str) {
     let mut conn = sqlx::PgConnection::connect(&base)
         .await
         .expect("connect to the test PostgreSQL");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut conn)
         .await
         .expect("drop database");
