@@ -409,11 +409,13 @@ impl Store {
         Ok(outcomes)
     }
 
-    /// Keys of `mode` waiting for a batch.
+    /// Keys of `mode` waiting for a batch, oldest first, at most as many as
+    /// one batch may carry (the rest wait for the next).
     pub async fn pending_keys(&self, mode: u8) -> Result<Vec<StoredKey>> {
         let rows =
-            sqlx::query("SELECT id, day, data, days_since_onset, origin FROM keys WHERE mode = $1")
+            sqlx::query("SELECT id, day, data, days_since_onset, origin FROM keys WHERE mode = $1 ORDER BY id LIMIT $2")
                 .bind(i64::from(mode))
+            .bind(i64::from(greenlight_protocol::batch::MAX_BATCH_KEYS))
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(stored_key).collect()
