@@ -1,0 +1,12 @@
+//! # greenlight-daemon
+//!
+//! The phone side of Greenlight: the daemon `greenlightd` and its CLI. So
+//! far it holds the local sighting store, encrypted at rest.
+//!
+//! Depends on the protocol crate for every format and rule. Must never send
+//! anything but the user's own keys (after explicit consent) to a server,
+//! and never log a key, an EphID or a code.
+
+#![warn(missing_docs)]
+
+pub mod store;
