@@ -250,6 +250,10 @@ async fn upload_keys(
     Ok(axum::Json(UploadResponse { accepted }))
 }
 
+/// Most batches one index answer lists; a phone asks again with
+/// `after` = the last number it got.
+pub const INDEX_PAGE: u64 = 1000;
+
 /// Which batches to list.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct BatchQuery {
@@ -277,7 +281,7 @@ async fn list_batches(
 ) -> Result<Response, ApiError> {
     let batches = state
         .store
-        .batches_after(q.after)
+        .batches_after(q.after, INDEX_PAGE)
         .await
         .map_err(ApiError::storage)?;
     let index = BatchIndex {
@@ -302,7 +306,7 @@ async fn get_batch(
 ) -> Result<Response, ApiError> {
     let record = state
         .store
-        .batches_after(number.saturating_sub(1))
+        .batches_after(number.saturating_sub(1), 1)
         .await
         .map_err(ApiError::storage)?
         .into_iter()

@@ -460,12 +460,14 @@ impl Store {
         Ok(())
     }
 
-    /// Published batches numbered above `after`, oldest first.
-    pub async fn batches_after(&self, after: u64) -> Result<Vec<BatchRecord>> {
+    /// Up to `limit` published batches numbered above `after`, oldest first.
+    pub async fn batches_after(&self, after: u64, limit: u64) -> Result<Vec<BatchRecord>> {
         let rows = sqlx::query(
-            "SELECT number, mode, start_time, end_time, entries, sha256, size FROM batches WHERE number > $1 ORDER BY number",
+            "SELECT number, mode, start_time, end_time, entries, sha256, size FROM batches \
+             WHERE number > $1 ORDER BY number LIMIT $2",
         )
         .bind(after as i64)
+        .bind(limit.min(i64::MAX as u64) as i64)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
