@@ -1,7 +1,8 @@
 //! # greenlight-daemon
 //!
 //! The phone side of Greenlight: the daemon `greenlightd` and its CLI. So
-//! far it holds the local sighting store, encrypted at rest.
+//! far it holds the local store, encrypted at rest, and the key ring that
+//! decides what the phone broadcasts.
 //!
 //! Depends on the protocol crate for every format and rule. Must never send
 //! anything but the user's own keys (after explicit consent) to a server,
@@ -9,4 +10,5 @@
 
 #![warn(missing_docs)]
 
+pub mod keyring;
 pub mod store;

@@ -11,7 +11,9 @@
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use greenlight_protocol::time::RETENTION_DAYS;
-use greenlight_protocol::{DayNumber, EncryptedMetadata, EphId, Rssi, Sighting, Timestamp};
+use greenlight_protocol::{
+    DailyKey, DayNumber, EncryptedMetadata, EphId, Rssi, Sighting, Timestamp,
+};
 use rand::RngCore;
 use rusqlite::{params, Connection};
 use std::fs::OpenOptions;
@@ -139,7 +141,12 @@ impl SightingStore {
                  nonce BLOB NOT NULL,
                  sealed BLOB NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS sightings_day ON sightings (day);",
+             CREATE INDEX IF NOT EXISTS sightings_day ON sightings (day);
+             CREATE TABLE IF NOT EXISTS daily_keys (
+                 day INTEGER PRIMARY KEY,
+                 nonce BLOB NOT NULL,
+                 sealed BLOB NOT NULL
+             );",
         )
         .map_err(db)?;
         Ok(SightingStore {
@@ -255,8 +262,8 @@ impl SightingStore {
         })
     }
 
-    /// Deletes everything older than the retention period before `today`;
-    /// returns how many sightings went.
+    /// Deletes sightings and daily keys older than the retention period
+    /// before `today`; returns how many sightings went.
     pub fn expire(&mut self, today: DayNumber) -> Result<usize, StoreError> {
         let cutoff = today.offset(-i64::from(RETENTION_DAYS));
         self.conn
@@ -265,6 +272,81 @@ impl SightingStore {
                 params![i64::from(cutoff.0)],
             )
             .map_err(self.db())
+    }
+
+    /// Stores the phone's own daily key for `day`, sealed like sightings
+    /// (the day is authenticated). A key already stored for that day is
+    /// kept: a day has exactly one key.
+    pub fn save_daily_key(&mut self, day: DayNumber, key: &DailyKey) -> Result<(), StoreError> {
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let sealed = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: key.as_bytes(),
+                    aad: &day.0.to_be_bytes(),
+                },
+            )
+            .expect("ChaCha20-Poly1305 encrypts any message shorter than 256 GiB");
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO daily_keys (day, nonce, sealed) VALUES (?1, ?2, ?3)",
+                params![i64::from(day.0), nonce.as_slice(), sealed],
+            )
+            .map(drop)
+            .map_err(self.db())
+    }
+
+    /// The phone's own daily keys from `from_day` on; keys that fail to
+    /// open are counted, not returned.
+    pub fn daily_keys_since(
+        &self,
+        from_day: DayNumber,
+    ) -> Result<(Vec<(DayNumber, DailyKey)>, usize), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT day, nonce, sealed FROM daily_keys WHERE day >= ?1 ORDER BY day",
+            )
+            .map_err(self.db())?;
+        let rows = stmt
+            .query_map(params![i64::from(from_day.0)], |r| {
+                let blob = |i| {
+                    r.get_ref(i)
+                        .map(|v| v.as_blob().map(<[u8]>::to_vec).unwrap_or_default())
+                };
+                Ok((r.get_ref(0)?.as_i64().unwrap_or(-1), blob(1)?, blob(2)?))
+            })
+            .map_err(self.db())?;
+        let (mut keys, mut unreadable) = (Vec::new(), 0);
+        for row in rows {
+            let (day, nonce, sealed) = row.map_err(self.db())?;
+            let opened = u32::try_from(day)
+                .ok()
+                .zip(<[u8; 12]>::try_from(nonce.as_slice()).ok())
+                .and_then(|(day, nonce)| {
+                    let plain = Zeroizing::new(
+                        self.cipher
+                            .decrypt(
+                                Nonce::from_slice(&nonce),
+                                Payload {
+                                    msg: &sealed,
+                                    aad: &day.to_be_bytes(),
+                                },
+                            )
+                            .ok()?,
+                    );
+                    let bytes: [u8; 32] = plain.as_slice().try_into().ok()?;
+                    Some((DayNumber(day), DailyKey::from_bytes(bytes)))
+                });
+            match opened {
+                Some(k) => keys.push(k),
+                None => unreadable += 1,
+            }
+        }
+        Ok((keys, unreadable))
     }
 
     /// Number of stored rows.

@@ -128,3 +128,57 @@ fn everything_past_fourteen_days_is_deleted() {
     assert_eq!(store.expire(DayNumber(20_100)).expect("expires"), 2);
     assert!(store.is_empty().expect("len"));
 }
+
+#[test]
+fn daily_keys_are_fresh_per_day_persist_and_expire() {
+    use greenlight_daemon::keyring::KeyRing;
+    use greenlight_protocol::{decode_advertisement, Metadata};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut rng = rand::rngs::OsRng;
+    let day = DayNumber(20_000);
+    let noon = Timestamp(u64::from(day.0) * 86_400 + 12 * 3600);
+    let meta = Metadata { tx_power_dbm: -8 };
+    let (first, next_epoch, tomorrow) = {
+        let mut store = SightingStore::open(dir.path()).expect("opens");
+        let mut ring = KeyRing::load(&store, day).expect("loads");
+        let a = ring
+            .advertisement_at(&mut store, noon, meta, &mut rng)
+            .expect("advertises");
+        assert_eq!(
+            ring.advertisement_at(&mut store, Timestamp(noon.0 + 60), meta, &mut rng)
+                .expect("same epoch"),
+            a
+        );
+        let b = ring
+            .advertisement_at(&mut store, Timestamp(noon.0 + 900), meta, &mut rng)
+            .expect("next epoch");
+        let c = ring
+            .advertisement_at(&mut store, Timestamp(noon.0 + 86_400), meta, &mut rng)
+            .expect("tomorrow");
+        (a, b, c)
+    };
+    assert_ne!(first, next_epoch, "the EphID rotates each epoch");
+    assert!(decode_advertisement(&tomorrow).is_ok());
+    // After a restart the same keys come back: the same advertisement.
+    let mut store = SightingStore::open(dir.path()).expect("reopens");
+    let mut ring = KeyRing::load(&store, day.offset(1)).expect("loads");
+    assert_eq!(
+        (ring.days(), ring.unreadable),
+        (vec![day, day.offset(1)], 0)
+    );
+    assert_eq!(
+        ring.advertisement_at(&mut store, noon, meta, &mut rng)
+            .expect("same day"),
+        first
+    );
+    let upload = ring.keys_for_upload(&[day, day.offset(5)]);
+    assert_eq!(upload.len(), 1, "days without a key are skipped");
+    let keys = ring.keys_for_upload(&[day, day.offset(1)]);
+    assert_ne!(keys[0].1, keys[1].1, "a fresh key each day");
+    // Fourteen days on, the first key is gone from the ring and the store.
+    store.expire(day.offset(15)).expect("expires");
+    ring.expire(day.offset(15));
+    assert_eq!(ring.days(), vec![day.offset(1)]);
+    let reloaded = KeyRing::load(&store, day.offset(15)).expect("loads");
+    assert_eq!(reloaded.days(), vec![day.offset(1)]);
+}
