@@ -1,8 +1,8 @@
 //! # greenlight-daemon
 //!
 //! The phone side of Greenlight: the daemon `greenlightd` and its CLI. So
-//! far it holds the local store, encrypted at rest, and the key ring that
-//! decides what the phone broadcasts.
+//! far it holds the local store, encrypted at rest, the key ring that
+//! decides what the phone broadcasts, and the advertise/scan cycle.
 //!
 //! Depends on the protocol crate for every format and rule. Must never send
 //! anything but the user's own keys (after explicit consent) to a server,
@@ -11,4 +11,5 @@
 #![warn(missing_docs)]
 
 pub mod keyring;
+pub mod radio_loop;
 pub mod store;
