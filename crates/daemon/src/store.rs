@@ -117,6 +117,47 @@ fn load_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, StoreError> {
     }
 }
 
+/// A stored row as read: day, nonce and ciphertext, not yet checked.
+type SealedRow = (i64, Vec<u8>, Vec<u8>);
+
+/// Seals `plain` for a row of `day` under a fresh random nonce; the day is
+/// authenticated as associated data.
+fn seal(cipher: &ChaCha20Poly1305, day: DayNumber, plain: &[u8]) -> ([u8; 12], Vec<u8>) {
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let sealed = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plain,
+                aad: &day.0.to_be_bytes(),
+            },
+        )
+        .expect("ChaCha20-Poly1305 encrypts any message shorter than 256 GiB");
+    (nonce, sealed)
+}
+
+/// Opens a row sealed by [`seal`]; `None` if anything about it is wrong.
+fn unseal(
+    cipher: &ChaCha20Poly1305,
+    day: i64,
+    nonce: &[u8],
+    sealed: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
+    let day = u32::try_from(day).ok()?;
+    let nonce: [u8; 12] = nonce.try_into().ok()?;
+    cipher
+        .decrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: sealed,
+                aad: &day.to_be_bytes(),
+            },
+        )
+        .ok()
+        .map(Zeroizing::new)
+}
+
 impl SightingStore {
     /// Opens (creating on first use) `dir/sightings.db` and `dir/store.key`.
     pub fn open(dir: &Path) -> Result<SightingStore, StoreError> {
@@ -182,18 +223,7 @@ impl SightingStore {
                 plain[20..28].copy_from_slice(&s.at.0.to_be_bytes());
                 plain[28] = s.rssi.0.to_be_bytes()[0];
                 let day = s.at.day();
-                let mut nonce = [0u8; 12];
-                rand::rngs::OsRng.fill_bytes(&mut nonce);
-                let sealed = self
-                    .cipher
-                    .encrypt(
-                        Nonce::from_slice(&nonce),
-                        Payload {
-                            msg: plain.as_ref(),
-                            aad: &day.0.to_be_bytes(),
-                        },
-                    )
-                    .expect("ChaCha20-Poly1305 encrypts any message shorter than 256 GiB");
+                let (nonce, sealed) = seal(&self.cipher, day, plain.as_ref());
                 insert
                     .execute(params![i64::from(day.0), nonce.as_slice(), sealed])
                     .map_err(&db)?;
@@ -204,24 +234,8 @@ impl SightingStore {
 
     /// Every sighting from `from_day` on, opened; unreadable rows are counted.
     pub fn sightings_since(&self, from_day: DayNumber) -> Result<ReadOutcome, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT day, nonce, sealed FROM sightings WHERE day >= ?1 ORDER BY id")
-            .map_err(self.db())?;
-        let rows = stmt
-            .query_map(params![i64::from(from_day.0)], |r| {
-                // A row of the wrong type is corrupt: read it loosely and
-                // let opening it fail, rather than failing the whole read.
-                let blob = |i| {
-                    r.get_ref(i)
-                        .map(|v| v.as_blob().map(<[u8]>::to_vec).unwrap_or_default())
-                };
-                Ok((r.get_ref(0)?.as_i64().unwrap_or(-1), blob(1)?, blob(2)?))
-            })
-            .map_err(self.db())?;
         let mut out = ReadOutcome::default();
-        for row in rows {
-            let (day, nonce, sealed) = row.map_err(self.db())?;
+        for (day, nonce, sealed) in self.sealed_rows("sightings", from_day)? {
             match self.open_row(day, &nonce, &sealed) {
                 Some(s) => out.sightings.push(s),
                 None => out.unreadable += 1,
@@ -232,19 +246,7 @@ impl SightingStore {
     }
 
     fn open_row(&self, day: i64, nonce: &[u8], sealed: &[u8]) -> Option<Sighting> {
-        let day = u32::try_from(day).ok()?;
-        let nonce: [u8; 12] = nonce.try_into().ok()?;
-        let plain = Zeroizing::new(
-            self.cipher
-                .decrypt(
-                    Nonce::from_slice(&nonce),
-                    Payload {
-                        msg: sealed,
-                        aad: &day.to_be_bytes(),
-                    },
-                )
-                .ok()?,
-        );
+        let plain = unseal(&self.cipher, day, nonce, sealed)?;
         if plain.len() != PLAINTEXT_LEN {
             return None;
         }
@@ -278,18 +280,7 @@ impl SightingStore {
     /// (the day is authenticated). A key already stored for that day is
     /// kept: a day has exactly one key.
     pub fn save_daily_key(&mut self, day: DayNumber, key: &DailyKey) -> Result<(), StoreError> {
-        let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let sealed = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: key.as_bytes(),
-                    aad: &day.0.to_be_bytes(),
-                },
-            )
-            .expect("ChaCha20-Poly1305 encrypts any message shorter than 256 GiB");
+        let (nonce, sealed) = seal(&self.cipher, day, key.as_bytes());
         self.conn
             .execute(
                 "INSERT OR IGNORE INTO daily_keys (day, nonce, sealed) VALUES (?1, ?2, ?3)",
@@ -305,12 +296,33 @@ impl SightingStore {
         &self,
         from_day: DayNumber,
     ) -> Result<(Vec<(DayNumber, DailyKey)>, usize), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT day, nonce, sealed FROM daily_keys WHERE day >= ?1 ORDER BY day",
-            )
-            .map_err(self.db())?;
+        let (mut keys, mut unreadable) = (Vec::new(), 0);
+        for (day, nonce, sealed) in self.sealed_rows("daily_keys", from_day)? {
+            let opened = unseal(&self.cipher, day, &nonce, &sealed).and_then(|plain| {
+                let bytes: [u8; 32] = plain.as_slice().try_into().ok()?;
+                Some((
+                    DayNumber(u32::try_from(day).ok()?),
+                    DailyKey::from_bytes(bytes),
+                ))
+            });
+            match opened {
+                Some(k) => keys.push(k),
+                None => unreadable += 1,
+            }
+        }
+        Ok((keys, unreadable))
+    }
+
+    /// `(day, nonce, sealed)` of every row of `table` from `from_day` on,
+    /// in insertion order. A row of the wrong type is corrupt: it is read
+    /// loosely so that opening it fails, rather than failing the whole read.
+    fn sealed_rows(
+        &self,
+        table: &'static str,
+        from_day: DayNumber,
+    ) -> Result<Vec<SealedRow>, StoreError> {
+        let sql = format!("SELECT day, nonce, sealed FROM {table} WHERE day >= ?1 ORDER BY rowid");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.db())?;
         let rows = stmt
             .query_map(params![i64::from(from_day.0)], |r| {
                 let blob = |i| {
@@ -320,33 +332,7 @@ impl SightingStore {
                 Ok((r.get_ref(0)?.as_i64().unwrap_or(-1), blob(1)?, blob(2)?))
             })
             .map_err(self.db())?;
-        let (mut keys, mut unreadable) = (Vec::new(), 0);
-        for row in rows {
-            let (day, nonce, sealed) = row.map_err(self.db())?;
-            let opened = u32::try_from(day)
-                .ok()
-                .zip(<[u8; 12]>::try_from(nonce.as_slice()).ok())
-                .and_then(|(day, nonce)| {
-                    let plain = Zeroizing::new(
-                        self.cipher
-                            .decrypt(
-                                Nonce::from_slice(&nonce),
-                                Payload {
-                                    msg: &sealed,
-                                    aad: &day.to_be_bytes(),
-                                },
-                            )
-                            .ok()?,
-                    );
-                    let bytes: [u8; 32] = plain.as_slice().try_into().ok()?;
-                    Some((DayNumber(day), DailyKey::from_bytes(bytes)))
-                });
-            match opened {
-                Some(k) => keys.push(k),
-                None => unreadable += 1,
-            }
-        }
-        Ok((keys, unreadable))
+        rows.collect::<Result<_, _>>().map_err(self.db())
     }
 
     /// Number of stored rows.
