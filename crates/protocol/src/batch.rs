@@ -42,10 +42,27 @@ pub enum PublicationMode {
 }
 
 impl PublicationMode {
-    fn code(self) -> u8 {
+    /// Both modes, compact first.
+    pub const ALL: [PublicationMode; 2] = [PublicationMode::Compact, PublicationMode::Unlinkable];
+
+    /// The mode byte of the batch format (SPEC §8.1): 1 compact, 2 unlinkable.
+    pub fn code(self) -> u8 {
         match self {
             PublicationMode::Compact => 1,
             PublicationMode::Unlinkable => 2,
+        }
+    }
+
+    /// The mode of a mode byte, if it names one.
+    pub fn from_code(code: u8) -> Option<PublicationMode> {
+        PublicationMode::ALL.into_iter().find(|m| m.code() == code)
+    }
+
+    /// The mode's name as written in JSON and TOML: `compact`, `unlinkable`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PublicationMode::Compact => "compact",
+            PublicationMode::Unlinkable => "unlinkable",
         }
     }
 }
@@ -213,8 +230,8 @@ fn decode_body(body: &[u8]) -> Result<KeyBatch> {
     let origins = (0..origin_count)
         .map(|_| r.region())
         .collect::<Result<Vec<_>>>()?;
-    let payload = match mode {
-        1 => {
+    let payload = match PublicationMode::from_code(mode) {
+        Some(PublicationMode::Compact) => {
             let count = r.u32()?;
             if count > MAX_BATCH_KEYS {
                 return Err(Error::TooLarge {
@@ -249,16 +266,16 @@ fn decode_body(body: &[u8]) -> Result<KeyBatch> {
             }
             BatchPayload::Compact(keys)
         }
-        2 => {
+        Some(PublicationMode::Unlinkable) => {
             let items = r.u32()?;
             let len = r.u32()? as usize;
             BatchPayload::Unlinkable(EpochFilter::from_bits(r.take(len)?.to_vec(), items)?)
         }
-        other => {
+        None => {
             return Err(Error::InvalidField {
                 what: WHAT,
                 field: "mode",
-                reason: format!("{other}, expected 1 (compact) or 2 (unlinkable)"),
+                reason: format!("{mode}, expected 1 (compact) or 2 (unlinkable)"),
             })
         }
     };

@@ -177,7 +177,7 @@ async fn run(name: &str, database_url: String) {
             token_hash: <sha2::Sha256 as sha2::Digest>::digest(t.as_bytes()).into(),
             keys: (0..1000.min(extra - i * 1000))
                 .map(|j| NewKey {
-                    mode: 1,
+                    mode: greenlight_protocol::PublicationMode::Compact,
                     day: Some(today - (j % 14) as u32),
                     data: rand::random::<[u8; 32]>().to_vec(),
                     days_since_onset: Some(0),

@@ -241,12 +241,7 @@ async fn upload_keys(
         .writer
         .submit(Some(PendingUpload { token_hash, keys }), count)
         .await?;
-    let mode = if req.epoch_hashes.is_empty() {
-        "compact"
-    } else {
-        "unlinkable"
-    };
-    metrics::counter!("greenlight_uploads_total", "mode" => mode).increment(1);
+    metrics::counter!("greenlight_uploads_total", "mode" => req.mode.name()).increment(1);
     Ok(axum::Json(UploadResponse { accepted }))
 }
 

@@ -6,8 +6,8 @@ use anyhow::{Context, Result};
 use greenlight_protocol::bloom::EpochFilter;
 use greenlight_protocol::ed25519_dalek::SigningKey;
 use greenlight_protocol::{
-    BatchNumber, BatchPayload, DailyKey, DayNumber, EpochHash, KeyBatch, PublishedKey, RegionId,
-    Timestamp,
+    BatchNumber, BatchPayload, DailyKey, DayNumber, EpochHash, KeyBatch, PublicationMode,
+    PublishedKey, RegionId, Timestamp,
 };
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -111,7 +111,7 @@ impl Publisher {
     /// Publishes one batch per mode for uploads received in `[start, end)`.
     pub async fn publish(&self, start: Timestamp, end: Timestamp) -> Result<Vec<BatchRecord>> {
         let mut published = Vec::new();
-        for mode in [1u8, 2] {
+        for mode in PublicationMode::ALL {
             let real = self.store.pending_keys(mode).await?;
             let number = self.store.next_batch_number().await?;
             let this = self.clone();
@@ -119,10 +119,13 @@ impl Publisher {
             // Building and signing 100,000 keys is CPU work: off the runtime.
             let record = tokio::task::spawn_blocking(move || -> Result<BatchRecord> {
                 let mut rng = rand::thread_rng();
-                let payload = if mode == 1 {
-                    compact_payload(&real, this.min_entries, end.day(), &mut rng)
-                } else {
-                    unlinkable_payload(&real, this.min_entries, &mut rng)?
+                let payload = match mode {
+                    PublicationMode::Compact => {
+                        compact_payload(&real, this.min_entries, end.day(), &mut rng)
+                    }
+                    PublicationMode::Unlinkable => {
+                        unlinkable_payload(&real, this.min_entries, &mut rng)?
+                    }
                 };
                 let entries = match &payload {
                     BatchPayload::Compact(k) => k.len() as u64,
@@ -141,7 +144,7 @@ impl Publisher {
                 write_durably(&batch_path(&this.dir, number), &bytes)?;
                 let record = BatchRecord {
                     number,
-                    mode: if mode == 1 { "compact" } else { "unlinkable" }.into(),
+                    mode,
                     start: start.0,
                     end: end.0,
                     entries,
@@ -154,10 +157,15 @@ impl Publisher {
             self.store
                 .record_batch(&record, &real_ids, end.0 as i64)
                 .await?;
-            metrics::counter!("greenlight_batches_published_total", "mode" => record.mode.clone())
+            metrics::counter!("greenlight_batches_published_total", "mode" => record.mode.name())
                 .increment(1);
             metrics::counter!("greenlight_keys_published_total").increment(real_ids.len() as u64);
-            tracing::info!(batch = record.number, mode = %record.mode, entries = record.entries, "published batch");
+            tracing::info!(
+                batch = record.number,
+                mode = record.mode.name(),
+                entries = record.entries,
+                "published batch"
+            );
             published.push(record);
         }
         Ok(published)

@@ -6,6 +6,7 @@
 //! upload's keys beyond its batch. Nothing stored points to a person (no IP
 //! address, no device identifier, codes kept as hashes).
 
+use greenlight_protocol::PublicationMode;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use std::collections::HashSet;
@@ -20,6 +21,9 @@ pub enum StoreError {
     /// A schema migration failed.
     #[error("database migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored value is outside what this server ever writes.
+    #[error("corrupt database row: {0}")]
+    Corrupt(String),
     /// The URL names a database this server does not support.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
@@ -118,8 +122,8 @@ pub enum CodeRefusal {
 /// One key or epoch hash to store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewKey {
-    /// 1 compact, 2 unlinkable.
-    pub mode: u8,
+    /// Compact key or unlinkable epoch hash.
+    pub mode: PublicationMode,
     /// Compact: the key's day.
     pub day: Option<u32>,
     /// 32-byte key or 16-byte epoch hash.
@@ -166,8 +170,9 @@ pub struct StoredKey {
 pub struct BatchRecord {
     /// Sequence number.
     pub number: u64,
-    /// "compact" or "unlinkable".
-    pub mode: String,
+    /// Compact or unlinkable.
+    #[schema(value_type = String, example = "compact")]
+    pub mode: PublicationMode,
     /// Start of the upload period, Unix seconds.
     pub start: u64,
     /// End of the upload period, Unix seconds.
@@ -185,10 +190,6 @@ pub struct BatchRecord {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-}
-
-fn mode_name(mode: i64) -> String {
-    if mode == 1 { "compact" } else { "unlinkable" }.to_owned()
 }
 
 impl Store {
@@ -385,7 +386,7 @@ impl Store {
                 stored += 1;
                 rows.extend(u.keys.iter().map(|k| {
                     serde_json::json!([
-                        k.mode,
+                        k.mode.code(),
                         k.day,
                         hex::encode(&k.data),
                         k.days_since_onset,
@@ -411,10 +412,10 @@ impl Store {
 
     /// Keys of `mode` waiting for a batch, oldest first, at most as many as
     /// one batch may carry (the rest wait for the next).
-    pub async fn pending_keys(&self, mode: u8) -> Result<Vec<StoredKey>> {
+    pub async fn pending_keys(&self, mode: PublicationMode) -> Result<Vec<StoredKey>> {
         let rows =
             sqlx::query("SELECT id, day, data, days_since_onset, origin FROM keys WHERE mode = $1 ORDER BY id LIMIT $2")
-                .bind(i64::from(mode))
+                .bind(i64::from(mode.code()))
             .bind(i64::from(greenlight_protocol::batch::MAX_BATCH_KEYS))
                 .fetch_all(&self.pool)
                 .await?;
@@ -438,7 +439,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(b.number as i64)
-        .bind(if b.mode == "compact" { 1i64 } else { 2 })
+        .bind(i64::from(b.mode.code()))
         .bind(b.start as i64)
         .bind(b.end as i64)
         .bind(b.entries as i64)
@@ -474,7 +475,7 @@ impl Store {
             .map(|r| {
                 Ok(BatchRecord {
                     number: r.try_get::<i64, _>("number")? as u64,
-                    mode: mode_name(r.try_get("mode")?),
+                    mode: mode_of(r.try_get("mode")?)?,
                     start: r.try_get::<i64, _>("start_time")? as u64,
                     end: r.try_get::<i64, _>("end_time")? as u64,
                     entries: r.try_get::<i64, _>("entries")? as u64,
@@ -560,6 +561,13 @@ impl Store {
         tx.commit().await?;
         Ok((keys, old))
     }
+}
+
+fn mode_of(code: i64) -> Result<PublicationMode> {
+    u8::try_from(code)
+        .ok()
+        .and_then(PublicationMode::from_code)
+        .ok_or_else(|| StoreError::Corrupt(format!("publication mode {code}")))
 }
 
 fn stored_key(r: &AnyRow) -> Result<StoredKey> {

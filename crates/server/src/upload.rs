@@ -108,7 +108,7 @@ pub fn validate(
                     }
                     let dso = (i64::from(k.day) - i64::from(onset)).clamp(-127, 127) as i8;
                     Ok(NewKey {
-                        mode: 1,
+                        mode: PublicationMode::Compact,
                         day: Some(k.day),
                         data: decode_hex::<32>("key", &k.key)?,
                         days_since_onset: Some(dso),
@@ -139,7 +139,7 @@ pub fn validate(
                         return Err(invalid("duplicate_key", "an epoch hash appears twice"));
                     }
                     Ok(NewKey {
-                        mode: 2,
+                        mode: PublicationMode::Unlinkable,
                         day: None,
                         data,
                         days_since_onset: None,

@@ -597,7 +597,7 @@ async fn keys_and_batches_past_retention_are_deleted() {
         for (i, received_day) in [(1u8, 10u32), (2, 20)] {
             let token = [i; 32];
             let key = NewKey {
-                mode: 1,
+                mode: greenlight_protocol::PublicationMode::Compact,
                 day: Some(received_day),
                 data: vec![i; 32],
                 days_since_onset: Some(0),
@@ -669,7 +669,7 @@ async fn a_token_spends_once_within_one_group_commit() {
         let token = [5u8; 32];
         sqlx_token(&url, &token, 1_000).await;
         let key = |b: u8| NewKey {
-            mode: 1,
+            mode: greenlight_protocol::PublicationMode::Compact,
             day: Some(7),
             data: vec![b; 32],
             days_since_onset: None,
@@ -699,7 +699,10 @@ async fn a_token_spends_once_within_one_group_commit() {
             ],
             "{db:?}"
         );
-        let stored = store.pending_keys(1).await.expect("pending");
+        let stored = store
+            .pending_keys(greenlight_protocol::PublicationMode::Compact)
+            .await
+            .expect("pending");
         let mut data: Vec<u8> = stored.iter().map(|k| k.data[0]).collect();
         data.sort();
         assert_eq!(data, vec![1, 2], "{db:?}: only the first upload's keys");
