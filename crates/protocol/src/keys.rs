@@ -79,16 +79,6 @@ impl fmt::Debug for DailyKey {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EphId(pub [u8; EPHID_LEN]);
 
-impl EphId {
-    /// The first 8 bytes as a big-endian integer; EphIDs are uniformly
-    /// random, so this is a ready-made hash for tables.
-    pub fn prefix(&self) -> u64 {
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&self.0[..8]);
-        u64::from_be_bytes(head)
-    }
-}
-
 impl fmt::Debug for EphId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never log EphIDs: a log of them links a person's movements.
