@@ -10,6 +10,14 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod error;
 pub mod keyring;
+pub mod phone;
 pub mod radio_loop;
+pub mod runtime;
 pub mod store;
+pub mod sync;
+
+pub use error::{Error, Result};
+pub use phone::Phone;

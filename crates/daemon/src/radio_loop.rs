@@ -11,12 +11,25 @@
 //! 1 % of a 3,000 mAh battery (advertising at 250 ms intervals adds well
 //! under 0.1 mA).
 
-use crate::keyring::KeyRing;
-use crate::store::{SightingStore, StoreError};
+use crate::store::StoreError;
 use greenlight_ble::Radio;
 use greenlight_protocol::{decode_advertisement, Metadata, Sighting, Timestamp};
-use rand::{CryptoRng, RngCore};
 use std::time::Duration;
+
+/// What the cycle needs of the phone: the advertisement of the moment
+/// (which may draw and store a new daily key) and a place for sightings.
+/// The daemon implements it over its shared phone, locking only for these
+/// calls and never across a scan.
+pub trait PhoneState {
+    /// The 31-byte advertisement to broadcast at `now`.
+    fn advertisement_at(
+        &mut self,
+        now: Timestamp,
+        metadata: Metadata,
+    ) -> Result<[u8; 31], StoreError>;
+    /// Stores the sightings of one scan, all or none.
+    fn record(&mut self, sightings: &[Sighting]) -> Result<(), StoreError>;
+}
 
 /// How the phone uses its radio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,17 +102,15 @@ impl<R: Radio> RadioLoop<R> {
     /// first. Radio and store failures are counted and the cycle goes on;
     /// only a failure to keep today's key (so it could be uploaded later)
     /// stops broadcasting, as an error.
-    pub async fn step<G: RngCore + CryptoRng>(
+    pub async fn step(
         &mut self,
-        ring: &mut KeyRing,
-        store: &mut SightingStore,
+        phone: &mut impl PhoneState,
         now: Timestamp,
-        rng: &mut G,
     ) -> Result<Timestamp, StoreError> {
         let metadata = Metadata {
             tx_power_dbm: self.duty.tx_power_dbm,
         };
-        let payload = ring.advertisement_at(store, now, metadata, rng)?;
+        let payload = phone.advertisement_at(now, metadata)?;
         if self.advertising != Some(payload) {
             match self.radio.advertise(&payload).await {
                 Ok(()) => {
@@ -140,7 +151,7 @@ impl<R: Radio> RadioLoop<R> {
                     {
                         sightings.retain(|s| s.ephid != own.ephid);
                     }
-                    match store.record(&sightings) {
+                    match phone.record(&sightings) {
                         Ok(()) => self.stats.stored += sightings.len() as u64,
                         Err(_) => self.stats.store_errors += 1,
                     }

@@ -6,7 +6,10 @@
 //! A row holds `(day, nonce, ciphertext)`. The plaintext is
 //! `EphID (16) ‖ encrypted metadata (4) ‖ time (u64 BE) ‖ RSSI (i8)`; the
 //! row's day is authenticated as associated data, so a row moved to
-//! another day fails to open.
+//! another day fails to open. The phone's own daily keys and its other
+//! personal records (matched exposures, check-ins, its own positive test)
+//! are sealed the same way; records also authenticate their kind. Public
+//! settings (server cursors, the signed policy) are kept in the clear.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -120,26 +123,76 @@ fn load_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, StoreError> {
 /// A stored row as read: day, nonce and ciphertext, not yet checked.
 type SealedRow = (i64, Vec<u8>, Vec<u8>);
 
-/// Seals `plain` for a row of `day` under a fresh random nonce; the day is
-/// authenticated as associated data.
-fn seal(cipher: &ChaCha20Poly1305, day: DayNumber, plain: &[u8]) -> ([u8; 12], Vec<u8>) {
+/// Reads `(day, nonce, sealed)` loosely: a value of the wrong type (a
+/// corrupted row) becomes one that fails to open, rather than failing the
+/// whole read.
+fn loose_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SealedRow> {
+    let blob = |i| {
+        r.get_ref(i)
+            .map(|v| v.as_blob().map(<[u8]>::to_vec).unwrap_or_default())
+    };
+    Ok((r.get_ref(0)?.as_i64().unwrap_or(-1), blob(1)?, blob(2)?))
+}
+
+/// The kinds of sealed record the phone keeps besides sightings and keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A matched exposure (JSON).
+    Exposure,
+    /// A daily check-in (the day; empty body).
+    CheckIn,
+    /// The user's own positive test (the test day; empty body).
+    PositiveTest,
+}
+
+impl RecordKind {
+    fn name(self) -> &'static str {
+        match self {
+            RecordKind::Exposure => "exposure",
+            RecordKind::CheckIn => "checkin",
+            RecordKind::PositiveTest => "positive_test",
+        }
+    }
+}
+
+/// One opened record.
+#[derive(Debug)]
+pub struct Record {
+    /// The day it belongs to (authenticated).
+    pub day: DayNumber,
+    /// Its body.
+    pub plain: Zeroizing<Vec<u8>>,
+}
+
+/// Associated data of a sighting or daily-key row: its day.
+fn day_aad(day: u32) -> Vec<u8> {
+    day.to_be_bytes().to_vec()
+}
+
+/// Associated data of a record row: its kind and day, so a row cannot be
+/// moved to another kind or day.
+fn record_aad(kind: RecordKind, day: u32) -> Vec<u8> {
+    let mut aad = kind.name().as_bytes().to_vec();
+    aad.push(0);
+    aad.extend_from_slice(&day.to_be_bytes());
+    aad
+}
+
+/// Seals `plain` under a fresh random nonce with `aad` authenticated.
+fn seal(cipher: &ChaCha20Poly1305, aad: &[u8], plain: &[u8]) -> ([u8; 12], Vec<u8>) {
     let mut nonce = [0u8; 12];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let sealed = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: plain,
-                aad: &day.0.to_be_bytes(),
-            },
-        )
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
         .expect("ChaCha20-Poly1305 encrypts any message shorter than 256 GiB");
     (nonce, sealed)
 }
 
 /// Opens a row sealed by [`seal`]; `None` if anything about it is wrong.
+/// `aad` gets the row's day, or `None` for a day out of range.
 fn unseal(
     cipher: &ChaCha20Poly1305,
+    aad: impl Fn(u32) -> Vec<u8>,
     day: i64,
     nonce: &[u8],
     sealed: &[u8],
@@ -151,7 +204,7 @@ fn unseal(
             Nonce::from_slice(&nonce),
             Payload {
                 msg: sealed,
-                aad: &day.to_be_bytes(),
+                aad: &aad(day),
             },
         )
         .ok()
@@ -187,6 +240,18 @@ impl SightingStore {
                  day INTEGER PRIMARY KEY,
                  nonce BLOB NOT NULL,
                  sealed BLOB NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS records (
+                 id INTEGER PRIMARY KEY,
+                 kind TEXT NOT NULL,
+                 day INTEGER NOT NULL,
+                 nonce BLOB NOT NULL,
+                 sealed BLOB NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS records_kind ON records (kind);
+             CREATE TABLE IF NOT EXISTS settings (
+                 name TEXT PRIMARY KEY,
+                 value BLOB NOT NULL
              );",
         )
         .map_err(db)?;
@@ -223,7 +288,7 @@ impl SightingStore {
                 plain[20..28].copy_from_slice(&s.at.0.to_be_bytes());
                 plain[28] = s.rssi.0.to_be_bytes()[0];
                 let day = s.at.day();
-                let (nonce, sealed) = seal(&self.cipher, day, plain.as_ref());
+                let (nonce, sealed) = seal(&self.cipher, &day_aad(day.0), plain.as_ref());
                 insert
                     .execute(params![i64::from(day.0), nonce.as_slice(), sealed])
                     .map_err(&db)?;
@@ -246,7 +311,7 @@ impl SightingStore {
     }
 
     fn open_row(&self, day: i64, nonce: &[u8], sealed: &[u8]) -> Option<Sighting> {
-        let plain = unseal(&self.cipher, day, nonce, sealed)?;
+        let plain = unseal(&self.cipher, day_aad, day, nonce, sealed)?;
         if plain.len() != PLAINTEXT_LEN {
             return None;
         }
@@ -264,23 +329,144 @@ impl SightingStore {
         })
     }
 
-    /// Deletes sightings and daily keys older than the retention period
-    /// before `today`; returns how many sightings went.
+    /// Deletes sightings, daily keys and records older than the retention
+    /// period before `today`, in one transaction; returns how many
+    /// sightings went.
     pub fn expire(&mut self, today: DayNumber) -> Result<usize, StoreError> {
-        let cutoff = today.offset(-i64::from(RETENTION_DAYS));
+        let cutoff = i64::from(today.offset(-i64::from(RETENTION_DAYS)).0);
+        let path = self.path.clone();
+        let db = move |source| StoreError::Database {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(&db)?;
+        let gone = tx
+            .execute("DELETE FROM sightings WHERE day < ?1", params![cutoff])
+            .map_err(&db)?;
+        tx.execute("DELETE FROM daily_keys WHERE day < ?1", params![cutoff])
+            .map_err(&db)?;
+        tx.execute("DELETE FROM records WHERE day < ?1", params![cutoff])
+            .map_err(&db)?;
+        tx.commit().map_err(&db)?;
+        Ok(gone)
+    }
+
+    /// Stores one sealed record of `kind` for `day` (its kind and day are
+    /// authenticated).
+    pub fn put_record(
+        &mut self,
+        kind: RecordKind,
+        day: DayNumber,
+        plain: &[u8],
+    ) -> Result<(), StoreError> {
+        let (nonce, sealed) = seal(&self.cipher, &record_aad(kind, day.0), plain);
         self.conn
             .execute(
-                "DELETE FROM sightings WHERE day < ?1",
-                params![i64::from(cutoff.0)],
+                "INSERT INTO records (kind, day, nonce, sealed) VALUES (?1, ?2, ?3, ?4)",
+                params![kind.name(), i64::from(day.0), nonce.as_slice(), sealed],
             )
+            .map(drop)
             .map_err(self.db())
+    }
+
+    /// Every record of `kind`, opened, with its day, in insertion order;
+    /// and how many failed to open (counted, never guessed at).
+    pub fn records(&self, kind: RecordKind) -> Result<(Vec<Record>, usize), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT day, nonce, sealed FROM records WHERE kind = ?1 ORDER BY id")
+            .map_err(self.db())?;
+        let rows = stmt
+            .query_map(params![kind.name()], loose_row)
+            .map_err(self.db())?
+            .collect::<Result<Vec<SealedRow>, _>>()
+            .map_err(self.db())?;
+        let (mut out, mut unreadable) = (Vec::new(), 0);
+        for (day, nonce, sealed) in rows {
+            let aad = |d| record_aad(kind, d);
+            match unseal(&self.cipher, aad, day, &nonce, &sealed) {
+                Some(plain) => out.push(Record {
+                    day: DayNumber(day as u32),
+                    plain,
+                }),
+                None => unreadable += 1,
+            }
+        }
+        Ok((out, unreadable))
+    }
+
+    /// Deletes every record of `kind`.
+    pub fn delete_records(&mut self, kind: RecordKind) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM records WHERE kind = ?1", params![kind.name()])
+            .map_err(self.db())
+    }
+
+    /// A public setting (a server's cursor, the signed policy): stored in
+    /// the clear, since it says nothing about the user.
+    pub fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM settings WHERE name = ?1",
+                params![name],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .map_err(self.db())
+    }
+
+    /// Sets a public setting.
+    pub fn set_setting(&mut self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name, value],
+            )
+            .map(drop)
+            .map_err(self.db())
+    }
+
+    /// Deletes every row of every table, compacts the database so no
+    /// freed page keeps old ciphertext, and replaces the key file with a
+    /// new key: what was stored cannot be read back, even from a copy of
+    /// the old file. The store stays usable, empty.
+    pub fn wipe(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch(
+                "BEGIN;
+                 DELETE FROM sightings;
+                 DELETE FROM daily_keys;
+                 DELETE FROM records;
+                 DELETE FROM settings;
+                 COMMIT;
+                 VACUUM;
+                 PRAGMA wal_checkpoint(TRUNCATE);",
+            )
+            .map_err(self.db())?;
+        let key_path = self.key_path();
+        std::fs::remove_file(&key_path).map_err(|e| StoreError::Key {
+            path: key_path.clone(),
+            reason: format!("cannot delete: {e}"),
+        })?;
+        let key = load_key(&key_path)?;
+        self.cipher = ChaCha20Poly1305::new(Key::from_slice(key.as_ref()));
+        Ok(())
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.path.with_file_name("store.key")
     }
 
     /// Stores the phone's own daily key for `day`, sealed like sightings
     /// (the day is authenticated). A key already stored for that day is
     /// kept: a day has exactly one key.
     pub fn save_daily_key(&mut self, day: DayNumber, key: &DailyKey) -> Result<(), StoreError> {
-        let (nonce, sealed) = seal(&self.cipher, day, key.as_bytes());
+        let (nonce, sealed) = seal(&self.cipher, &day_aad(day.0), key.as_bytes());
         self.conn
             .execute(
                 "INSERT OR IGNORE INTO daily_keys (day, nonce, sealed) VALUES (?1, ?2, ?3)",
@@ -298,7 +484,7 @@ impl SightingStore {
     ) -> Result<(Vec<(DayNumber, DailyKey)>, usize), StoreError> {
         let (mut keys, mut unreadable) = (Vec::new(), 0);
         for (day, nonce, sealed) in self.sealed_rows("daily_keys", from_day)? {
-            let opened = unseal(&self.cipher, day, &nonce, &sealed).and_then(|plain| {
+            let opened = unseal(&self.cipher, day_aad, day, &nonce, &sealed).and_then(|plain| {
                 let bytes: [u8; 32] = plain.as_slice().try_into().ok()?;
                 Some((
                     DayNumber(u32::try_from(day).ok()?),
@@ -324,13 +510,7 @@ impl SightingStore {
         let sql = format!("SELECT day, nonce, sealed FROM {table} WHERE day >= ?1 ORDER BY rowid");
         let mut stmt = self.conn.prepare_cached(&sql).map_err(self.db())?;
         let rows = stmt
-            .query_map(params![i64::from(from_day.0)], |r| {
-                let blob = |i| {
-                    r.get_ref(i)
-                        .map(|v| v.as_blob().map(<[u8]>::to_vec).unwrap_or_default())
-                };
-                Ok((r.get_ref(0)?.as_i64().unwrap_or(-1), blob(1)?, blob(2)?))
-            })
+            .query_map(params![i64::from(from_day.0)], loose_row)
             .map_err(self.db())?;
         rows.collect::<Result<_, _>>().map_err(self.db())
     }

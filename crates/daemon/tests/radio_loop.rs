@@ -2,32 +2,28 @@
 
 use greenlight_ble::sim::{PhoneId, SimulatedAir};
 use greenlight_ble::Radio;
-use greenlight_daemon::keyring::KeyRing;
 use greenlight_daemon::radio_loop::{DutyCycle, RadioLoop};
-use greenlight_daemon::store::SightingStore;
-use greenlight_protocol::{DayNumber, Timestamp};
+use greenlight_protocol::{DayNumber, RegionId, Timestamp};
 use std::collections::HashSet;
 
 struct Phone {
     cycle: RadioLoop<greenlight_ble::sim::SimRadio>,
-    ring: KeyRing,
-    store: SightingStore,
+    phone: greenlight_daemon::Phone,
     wake: Timestamp,
     _dir: tempfile::TempDir,
 }
 
 fn phone(air: &SimulatedAir, id: u32, position: (f64, f64), start: Timestamp) -> Phone {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = SightingStore::open(dir.path()).expect("store opens");
-    let ring = KeyRing::load(&store, start.day()).expect("ring loads");
+    let region = RegionId::new("DEMO").expect("valid region");
+    let phone = greenlight_daemon::Phone::open(dir.path(), region, start.day()).expect("opens");
     let cycle = RadioLoop::new(
         air.add_phone(PhoneId(id), position, -8),
         DutyCycle::default(),
     );
     Phone {
         cycle,
-        ring,
-        store,
+        phone,
         wake: start,
         _dir: dir,
     }
@@ -35,7 +31,6 @@ fn phone(air: &SimulatedAir, id: u32, position: (f64, f64), start: Timestamp) ->
 
 /// Runs every phone's cycle in simulated time until `end`.
 async fn run(air: &SimulatedAir, phones: &mut [Phone], end: Timestamp) {
-    let mut rng = rand::rngs::OsRng;
     loop {
         let (i, at) = phones
             .iter()
@@ -48,11 +43,7 @@ async fn run(air: &SimulatedAir, phones: &mut [Phone], end: Timestamp) {
         }
         air.set_time(at);
         let p = &mut phones[i];
-        p.wake = p
-            .cycle
-            .step(&mut p.ring, &mut p.store, at, &mut rng)
-            .await
-            .expect("step");
+        p.wake = p.cycle.step(&mut p.phone, at).await.expect("step");
         assert!(p.wake > at, "the cycle always moves forward");
     }
 }
@@ -69,7 +60,7 @@ async fn two_phones_an_hour_apart_in_time_hear_each_others_rotating_ephids() {
     run(&air, &mut phones, Timestamp(start.0 + 3600)).await;
     let heard_by = |i: usize| {
         phones[i]
-            .store
+            .phone
             .sightings_since(start.day())
             .expect("reads")
             .sightings
@@ -91,7 +82,7 @@ async fn two_phones_an_hour_apart_in_time_hear_each_others_rotating_ephids() {
         (4, 0, 0)
     );
     // What Alice stored is exactly what Bob broadcast: his keys match it.
-    let bob_keys = phones[1].ring.keys_for_upload(&[start.day()]);
+    let bob_keys = phones[1].phone.keys_for_upload(&[start.day()]);
     let bob_ephids: HashSet<_> = bob_keys[0]
         .1
         .ephid_generator(start.day())
@@ -121,16 +112,10 @@ async fn foreign_advertisements_are_counted_and_the_cycle_goes_on() {
     assert_eq!(stats.stored + 1, stats.scans);
     // The radio disappears (adapter unplugged): counted, no panic, time moves on.
     air.remove_phone(PhoneId(1));
-    let mut rng = rand::rngs::OsRng;
     let p = &mut phones[0];
     let next = p
         .cycle
-        .step(
-            &mut p.ring,
-            &mut p.store,
-            Timestamp(start.0 + 600),
-            &mut rng,
-        )
+        .step(&mut p.phone, Timestamp(start.0 + 600))
         .await
         .expect("step");
     assert!(next > Timestamp(start.0 + 600));

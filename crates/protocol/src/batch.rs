@@ -89,6 +89,16 @@ pub enum BatchPayload {
     Unlinkable(EpochFilter),
 }
 
+impl BatchPayload {
+    /// Keys (compact) or filter entries (unlinkable), padding included.
+    pub fn entries(&self) -> u64 {
+        match self {
+            BatchPayload::Compact(keys) => keys.len() as u64,
+            BatchPayload::Unlinkable(filter) => u64::from(filter.items()),
+        }
+    }
+}
+
 /// A batch of published case data, before signing or after verification.
 #[derive(Clone, Debug)]
 pub struct KeyBatch {

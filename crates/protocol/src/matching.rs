@@ -420,6 +420,21 @@ impl MatchIndex {
         options: &MatchOptions,
         today: DayNumber,
     ) -> Vec<Exposure> {
+        self.match_windows_indexed(windows, options, today)
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect()
+    }
+
+    /// [`MatchIndex::match_windows`], each exposure with the index of the
+    /// window it came from: a phone that matches several batches counts
+    /// each window once (SPEC §11.1) by remembering which it already has.
+    pub fn match_windows_indexed(
+        &self,
+        windows: &[ObservedWindow],
+        options: &MatchOptions,
+        today: DayNumber,
+    ) -> Vec<(usize, Exposure)> {
         let exposure = |w: &ObservedWindow,
                         tx_power_dbm: Option<i8>,
                         days_since_onset,
@@ -437,7 +452,8 @@ impl MatchIndex {
                 self.find(windows, options.epoch_skew)
                     .into_iter()
                     .zip(windows)
-                    .filter_map(|(hit, w)| {
+                    .enumerate()
+                    .filter_map(|(n, (hit, w))| {
                         let (k, epoch) = hit?;
                         let key = &keys[k];
                         // SPEC §10.4: metadata that does not decrypt to a known
@@ -452,24 +468,23 @@ impl MatchIndex {
                             .origins
                             .get(usize::from(key.origin))
                             .unwrap_or(&self.region);
-                        Some(exposure(
-                            w,
-                            Some(metadata.tx_power_dbm),
-                            key.days_since_onset,
-                            origin,
+                        Some((
+                            n,
+                            exposure(w, Some(metadata.tx_power_dbm), key.days_since_onset, origin),
                         ))
                     })
                     .collect()
             }
             Kind::Unlinkable(filter) => windows
                 .iter()
-                .filter(|w| {
+                .enumerate()
+                .filter(|(_, w)| {
                     Self::allowed_epochs(w, options.epoch_skew).is_some_and(|(lo, hi)| {
                         (lo.0..=hi.0)
                             .any(|e| filter.contains(&EpochHash::new(&w.ephid, EpochNumber(e))))
                     })
                 })
-                .map(|w| exposure(w, None, None, &self.region))
+                .map(|(n, w)| (n, exposure(w, None, None, &self.region)))
                 .collect(),
         }
     }

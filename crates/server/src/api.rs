@@ -83,8 +83,8 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
     }
 }
 
-fn today() -> DayNumber {
-    Timestamp(crate::now_secs()).day()
+fn today(state: &AppState) -> DayNumber {
+    state.clock.timestamp().day()
 }
 
 /// Body of `POST /v1/verify`.
@@ -141,7 +141,7 @@ async fn verify_code(
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill(&mut raw);
     let token = hex::encode(raw);
-    let now = crate::now_secs() as i64;
+    let now = state.clock.now() as i64;
     let expires_at = now + state.config.token_ttl_secs as i64;
     let outcome = state
         .store
@@ -229,14 +229,14 @@ async fn upload_keys(
             "this upload token was already used",
         ));
     }
-    if grant.expires_at <= crate::now_secs() as i64 {
+    if grant.expires_at <= state.clock.now() as i64 {
         return Err(ApiError::new(
             StatusCode::GONE,
             "token_expired",
             "this upload token has expired",
         ));
     }
-    let keys = upload::validate(&req, &grant, today(), &state.region)?;
+    let keys = upload::validate(&req, &grant, today(&state), &state.region)?;
     let accepted = state
         .writer
         .submit(Some(PendingUpload { token_hash, keys }), count)
@@ -419,7 +419,7 @@ async fn issue_code(
     ApiJson(req): ApiJson<IssueCodeRequest>,
 ) -> Result<(StatusCode, axum::Json<IssueCodeResponse>), ApiError> {
     require_admin(&state, &headers)?;
-    let today = today();
+    let today = today(&state);
     let oldest = today.offset(-i64::from(state.config.retention_days));
     let unprocessable =
         |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_code_request", m);
@@ -458,7 +458,7 @@ async fn issue_code(
         .collect();
     let long_code = hex::encode(rng.gen::<[u8; 16]>());
     let id = hex::encode(rng.gen::<[u8; 8]>());
-    let now = crate::now_secs() as i64;
+    let now = state.clock.now() as i64;
     let code = NewCode {
         id: id.clone(),
         short_hash: code_hash(&state, &short_code),
@@ -556,7 +556,7 @@ async fn publish_policy(
     }
     state
         .store
-        .save_policy(policy.serial, &bytes, crate::now_secs() as i64)
+        .save_policy(policy.serial, &bytes, state.clock.now() as i64)
         .await
         .map_err(ApiError::storage)?;
     tracing::info!(serial = policy.serial, "published policy");
@@ -575,7 +575,7 @@ async fn publish_now(
 ) -> Result<axum::Json<Vec<BatchRecord>>, ApiError> {
     require_admin(&state, &headers)?;
     let _guard = state.publish_lock.lock().await;
-    let end = Timestamp(crate::now_secs());
+    let end = state.clock.timestamp();
     let start = Timestamp(end.0.saturating_sub(state.config.batch_interval_secs));
     let published = state
         .publisher

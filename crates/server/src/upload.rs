@@ -4,7 +4,7 @@
 use crate::error::ApiError;
 use crate::store::{NewKey, PendingUpload, Store, TokenGrant, UploadRefusal};
 use axum::http::StatusCode;
-use greenlight_protocol::{DayNumber, PublicationMode, RegionId, Timestamp};
+use greenlight_protocol::{DayNumber, PublicationMode, RegionId};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
@@ -173,7 +173,7 @@ impl std::fmt::Debug for Job {
 impl Writer {
     /// Starts the writer task. It stops when every `Writer` is dropped,
     /// after committing what it holds.
-    pub fn start(store: Store) -> (Writer, tokio::task::JoinHandle<()>) {
+    pub fn start(store: Store, clock: crate::Clock) -> (Writer, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<Job>(4096);
         let task = tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -188,7 +188,7 @@ impl Writer {
                     jobs.iter().filter_map(|j| j.upload.clone()).collect();
                 metrics::counter!("greenlight_upload_commits_total").increment(1);
                 metrics::histogram!("greenlight_upload_group_size").record(jobs.len() as f64);
-                let now = Timestamp(crate::now_secs());
+                let now = clock.timestamp();
                 let outcome = store.commit_uploads(&real, now.0 as i64, now.day().0).await;
                 let mut outcomes = match outcome {
                     Ok(o) => o.into_iter(),
