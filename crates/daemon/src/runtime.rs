@@ -25,8 +25,10 @@ use tokio_util::sync::CancellationToken;
 pub enum RadioChoice {
     /// The Linux Bluetooth stack, through D-Bus.
     Bluez,
-    /// No radio: sync, status and uploads only (a server-side test rig,
-    /// or a machine without Bluetooth).
+    /// A simulated air with this phone alone: the full cycle (daily keys,
+    /// rotation, scans) without Bluetooth hardware; nothing is heard.
+    Simulated,
+    /// No radio: sync, status and uploads only.
     None,
 }
 

@@ -33,8 +33,9 @@ struct Args {
     /// checked out of band).
     #[arg(long, requires = "server")]
     public_key: Option<String>,
-    /// `bluez` or `none`.
-    #[arg(long, value_parser = ["bluez", "none"])]
+    /// `bluez`, `simulated` (this phone alone on a simulated air: no
+    /// hardware needed, nothing heard) or `none`.
+    #[arg(long, value_parser = ["bluez", "simulated", "none"])]
     radio: Option<String>,
     /// Seconds between syncs.
     #[arg(long)]
@@ -63,10 +64,10 @@ fn config(args: &Args) -> anyhow::Result<DaemonConfig> {
         }];
     }
     if let Some(r) = &args.radio {
-        c.radio = if r == "none" {
-            RadioChoice::None
-        } else {
-            RadioChoice::Bluez
+        c.radio = match r.as_str() {
+            "none" => RadioChoice::None,
+            "simulated" => RadioChoice::Simulated,
+            _ => RadioChoice::Bluez,
         };
     }
     if let Some(s) = args.sync_interval_secs {
@@ -107,6 +108,16 @@ async fn main() -> anyhow::Result<()> {
         RadioChoice::None => {
             tracing::info!("no radio: syncing and answering the CLI only");
             runtime::run::<greenlight_ble::sim::SimRadio>(config, phone, None, shutdown).await?;
+        }
+        RadioChoice::Simulated => {
+            tracing::info!("simulated radio: this phone alone on a simulated air");
+            let air = greenlight_ble::sim::SimulatedAir::new(rand::random());
+            let radio = air.add_phone(
+                greenlight_ble::sim::PhoneId(1),
+                (0.0, 0.0),
+                config.tx_power_dbm,
+            );
+            runtime::run(config, phone, Some(radio), shutdown).await?;
         }
         RadioChoice::Bluez => {
             anyhow::bail!(
