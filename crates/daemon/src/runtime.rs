@@ -100,6 +100,12 @@ impl DaemonConfig {
                     .into(),
             ));
         }
+        if self.servers[0].region != region {
+            return Err(Error::Config(format!(
+                "servers: the first server is the home server and must publish for region {region}, not {}",
+                self.servers[0].region
+            )));
+        }
         if self.sync_interval_secs < 60 {
             return Err(Error::Config("sync_interval_secs: at least 60".into()));
         }

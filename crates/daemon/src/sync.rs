@@ -245,12 +245,12 @@ impl Syncer {
     /// Syncs with every server in turn; one failing does not stop the others.
     pub async fn sync(&self, phone: &SharedPhone, now: Timestamp) -> SyncReport {
         let mut report = SyncReport::default();
-        for server in &self.servers {
+        for (i, server) in self.servers.iter().enumerate() {
             let mut r = ServerReport {
                 server: server.url.clone(),
                 ..ServerReport::default()
             };
-            if let Err(e) = self.sync_server(phone, server, now, &mut r).await {
+            if let Err(e) = self.sync_server(phone, server, i == 0, now, &mut r).await {
                 tracing::warn!(server = %server.url, error = %e, "sync failed");
                 r.error = Some(e.to_string());
             }
@@ -263,11 +263,13 @@ impl Syncer {
         &self,
         phone: &SharedPhone,
         server: &ServerConfig,
+        home: bool,
         now: Timestamp,
         report: &mut ServerReport,
     ) -> Result<()> {
         let key = server.verifying_key()?;
-        if &server.region == lock(phone).region() {
+        // The policy comes from the home server only: its region's rules apply.
+        if home {
             let bytes = self.get(server, "/v1/policy", MAX_SMALL_BYTES).await?;
             report.policy_updated = lock(phone).update_policy(&bytes, &key)?;
         }
