@@ -34,7 +34,7 @@ fn start_daemon(dir: &Path, server: &TestServer, public_key: &str) -> Daemon {
         .spawn()
         .expect("greenlightd starts");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
         assert!(
             Instant::now() < deadline,
             "greenlightd never opened its socket"
@@ -214,5 +214,40 @@ async fn every_cli_command_through_the_daemon() {
     // Without a daemon the CLI says what to do.
     let down = failed(&run(&["status"]).await.expect("joins"));
     assert!(down.contains("is greenlightd running?"), "{down}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_nothing_committed() {
+    let server = TestServer::start().await;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_owned();
+    let mut daemon = start_daemon(&dir, &server, &server.public_key);
+    let d = dir.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        ok(&greenlight(&d, &["check-in"]));
+        ok(&greenlight(&d, &["--json", "export-my-data"]))
+    })
+    .await
+    .expect("joins");
+    let before: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    // No chance to clean up: SIGKILL.
+    daemon.child.kill().expect("killed");
+    daemon.child.wait().expect("reaped");
+    // The stale socket is replaced by the next start.
+    let daemon = start_daemon(&dir, &server, &server.public_key);
+    let d = dir.clone();
+    let out =
+        tokio::task::spawn_blocking(move || ok(&greenlight(&d, &["--json", "export-my-data"])))
+            .await
+            .expect("joins");
+    let after: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(after["checkins"], before["checkins"]);
+    assert_eq!(
+        after["daily_keys"], before["daily_keys"],
+        "today's key survives"
+    );
+    assert_eq!(after["unreadable_rows"], 0);
+    drop(daemon);
     server.stop().await;
 }
