@@ -11,6 +11,7 @@
 
 use crate::phone::Phone;
 use crate::{Error, Result};
+use greenlight_client::{Client, FetchError, MAX_SMALL_BYTES};
 use greenlight_protocol::ed25519_dalek::VerifyingKey;
 use greenlight_protocol::time::RETENTION_DAYS;
 use greenlight_protocol::{
@@ -18,14 +19,8 @@ use greenlight_protocol::{
 };
 use rand::{Rng, RngCore};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-/// Largest batch file the phone downloads (2 M keys × 38 bytes, with room).
-pub const MAX_BATCH_BYTES: u64 = 96 * 1024 * 1024;
-/// Largest policy or index answer the phone reads.
-const MAX_SMALL_BYTES: u64 = 1024 * 1024;
 /// Batches absorbed together once this many bytes are held.
 const ABSORB_BYTES: usize = 64 * 1024 * 1024;
 /// Compact uploads are padded to this many keys (SPEC §16.1): 14 days and today.
@@ -63,10 +58,6 @@ impl ServerConfig {
                 self.url
             ))
         })
-    }
-
-    fn endpoint(&self, path: &str) -> String {
-        format!("{}{path}", self.url.trim_end_matches('/'))
     }
 
     fn cursor_setting(&self) -> String {
@@ -180,25 +171,6 @@ struct UploadKey {
     key: String,
 }
 
-#[derive(Deserialize)]
-struct BatchIndex {
-    region: String,
-    batches: Vec<BatchEntry>,
-}
-
-#[derive(Deserialize)]
-struct BatchEntry {
-    number: u64,
-    sha256: String,
-    size: u64,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-    message: String,
-}
-
 /// The phone as shared by the daemon's tasks.
 pub type SharedPhone = Arc<Mutex<Phone>>;
 
@@ -214,8 +186,20 @@ pub fn lock(phone: &SharedPhone) -> std::sync::MutexGuard<'_, Phone> {
 /// The phone's HTTP client for its servers.
 #[derive(Clone, Debug)]
 pub struct Syncer {
-    http: reqwest::Client,
+    clients: Vec<Client>,
     servers: Vec<ServerConfig>,
+}
+
+/// A server's failure as the phone reports it.
+fn fetch_error(server: &ServerConfig, e: FetchError) -> Error {
+    match e {
+        FetchError::BadBatch { number, reason } => Error::BadBatch {
+            server: server.url.clone(),
+            number,
+            reason,
+        },
+        other => Error::server(&server.url, other),
+    }
 }
 
 impl Syncer {
@@ -225,16 +209,12 @@ impl Syncer {
         if servers.is_empty() {
             return Err(Error::Config("at least one server is needed".into()));
         }
+        let mut clients = Vec::new();
         for s in &servers {
             s.verifying_key()?;
+            clients.push(Client::new(&s.url).map_err(|e| fetch_error(s, e))?);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
-            .user_agent("greenlight")
-            .build()
-            .map_err(Error::internal)?;
-        Ok(Syncer { http, servers })
+        Ok(Syncer { clients, servers })
     }
 
     /// The configured servers, home first.
@@ -245,12 +225,15 @@ impl Syncer {
     /// Syncs with every server in turn; one failing does not stop the others.
     pub async fn sync(&self, phone: &SharedPhone, now: Timestamp) -> SyncReport {
         let mut report = SyncReport::default();
-        for (i, server) in self.servers.iter().enumerate() {
+        for (i, (server, client)) in self.servers.iter().zip(&self.clients).enumerate() {
             let mut r = ServerReport {
                 server: server.url.clone(),
                 ..ServerReport::default()
             };
-            if let Err(e) = self.sync_server(phone, server, i == 0, now, &mut r).await {
+            if let Err(e) = self
+                .sync_server(phone, server, client, i == 0, now, &mut r)
+                .await
+            {
                 tracing::warn!(server = %server.url, error = %e, "sync failed");
                 r.error = Some(e.to_string());
             }
@@ -263,14 +246,19 @@ impl Syncer {
         &self,
         phone: &SharedPhone,
         server: &ServerConfig,
+        client: &Client,
         home: bool,
         now: Timestamp,
         report: &mut ServerReport,
     ) -> Result<()> {
         let key = server.verifying_key()?;
+        let fail = |e| fetch_error(server, e);
         // The policy comes from the home server only: its region's rules apply.
         if home {
-            let bytes = self.get(server, "/v1/policy", MAX_SMALL_BYTES).await?;
+            let bytes = client
+                .get("/v1/policy", MAX_SMALL_BYTES)
+                .await
+                .map_err(fail)?;
             report.policy_updated = lock(phone).update_policy(&bytes, &key)?;
         }
         let setting = server.cursor_setting();
@@ -280,24 +268,10 @@ impl Syncer {
             .map_or(0, u64::from_be_bytes);
         loop {
             let before = cursor;
-            let body = self
-                .get(
-                    server,
-                    &format!("/v1/batches?after={cursor}"),
-                    MAX_SMALL_BYTES,
-                )
-                .await?;
-            let index: BatchIndex = serde_json::from_slice(&body)
-                .map_err(|e| Error::server(&server.url, format!("unreadable batch index: {e}")))?;
-            if index.region != server.region.as_str() {
-                return Err(Error::server(
-                    &server.url,
-                    format!(
-                        "publishes for region {}, configured as {}",
-                        index.region, server.region
-                    ),
-                ));
-            }
+            let index = client
+                .index(&format!("/v1/batches?after={cursor}"), &server.region)
+                .await
+                .map_err(fail)?;
             if index.batches.is_empty() {
                 break;
             }
@@ -308,7 +282,11 @@ impl Syncer {
                 if entry.number <= cursor {
                     continue;
                 }
-                match self.fetch_batch(server, &key, entry).await {
+                match client
+                    .verified_batch("/v1/batches", entry, &server.region, &key)
+                    .await
+                    .map_err(fail)
+                {
                     Ok((batch, size)) => {
                         held_bytes += size;
                         held.push((entry.number, batch));
@@ -339,62 +317,6 @@ impl Syncer {
         Ok(())
     }
 
-    async fn fetch_batch(
-        &self,
-        server: &ServerConfig,
-        key: &VerifyingKey,
-        entry: &BatchEntry,
-    ) -> Result<(KeyBatch, usize)> {
-        let bad = |reason: String| Error::BadBatch {
-            server: server.url.clone(),
-            number: entry.number,
-            reason,
-        };
-        if entry.size > MAX_BATCH_BYTES {
-            return Err(bad(format!(
-                "{} bytes, over the {MAX_BATCH_BYTES}-byte limit",
-                entry.size
-            )));
-        }
-        let bytes = self
-            .get(
-                server,
-                &format!("/v1/batches/{}", entry.number),
-                MAX_BATCH_BYTES,
-            )
-            .await?;
-        if bytes.len() as u64 != entry.size {
-            return Err(bad(format!(
-                "truncated or padded: {} bytes, the index says {}",
-                bytes.len(),
-                entry.size
-            )));
-        }
-        if hex::encode(Sha256::digest(&bytes)) != entry.sha256.to_ascii_lowercase() {
-            return Err(bad("content differs from the index's SHA-256".into()));
-        }
-        let batch =
-            KeyBatch::verify(&bytes, &server.region, key).map_err(|e| bad(e.to_string()))?;
-        if batch.number.0 != entry.number {
-            return Err(bad(format!(
-                "the signed batch says it is number {}",
-                batch.number.0
-            )));
-        }
-        Ok((batch, bytes.len()))
-    }
-
-    /// GETs `path` and reads at most `limit` bytes of a 2xx answer.
-    async fn get(&self, server: &ServerConfig, path: &str, limit: u64) -> Result<Vec<u8>> {
-        let resp = self
-            .http
-            .get(server.endpoint(path))
-            .send()
-            .await
-            .map_err(|e| Error::server(&server.url, unreachable(e)))?;
-        read_ok(server, resp, limit).await
-    }
-
     /// Uploads the user's keys to the home server with a verification
     /// code from the health authority, as consented; records the positive
     /// test. The upload is padded to a fixed size with random entries.
@@ -405,22 +327,24 @@ impl Syncer {
         consent: &Consent,
         now: Timestamp,
     ) -> Result<UploadReceipt> {
-        let server = &self.servers[0];
+        let (server, client) = (&self.servers[0], &self.clients[0]);
         let today = now.day();
         let (body, days, real, padding) = {
             let p = lock(phone);
             upload_body(&p, consent, today)?
         };
-        let token = self.redeem(server, code).await?;
-        let resp = self
-            .http
-            .post(server.endpoint("/v1/upload"))
+        let token = self.redeem(server, client, code).await?;
+        let resp = client
+            .http()
+            .post(client.url("/v1/upload"))
             .bearer_auth(&token)
             .json(&body)
             .send()
             .await
-            .map_err(|e| Error::server(&server.url, unreachable(e)))?;
-        let answer = read_ok(server, resp, MAX_SMALL_BYTES).await?;
+            .map_err(|e| fetch_error(server, greenlight_client::unreachable(e)))?;
+        let answer = greenlight_client::read_ok(resp, MAX_SMALL_BYTES)
+            .await
+            .map_err(|e| fetch_error(server, e))?;
         let accepted = serde_json::from_slice::<serde_json::Value>(&answer)
             .ok()
             .and_then(|v| v.get("accepted")?.as_u64())
@@ -439,7 +363,7 @@ impl Syncer {
     /// as a real compact upload, flagged so the server discards it, so an
     /// observer of the traffic cannot tell who uploaded for real.
     pub async fn send_chaff(&self, today: DayNumber) -> Result<()> {
-        let server = &self.servers[0];
+        let (server, client) = (&self.servers[0], &self.clients[0]);
         let mut rng = rand::rngs::OsRng;
         let keys = (0..COMPACT_UPLOAD_KEYS as i64)
             .map(|i| UploadKey {
@@ -453,26 +377,31 @@ impl Syncer {
             epoch_hashes: Vec::new(),
             chaff: true,
         };
-        let resp = self
-            .http
-            .post(server.endpoint("/v1/upload"))
+        let resp = client
+            .http()
+            .post(client.url("/v1/upload"))
             .bearer_auth(random_hex::<16>(&mut rng))
             .json(&body)
             .send()
             .await
-            .map_err(|e| Error::server(&server.url, unreachable(e)))?;
-        read_ok(server, resp, MAX_SMALL_BYTES).await.map(drop)
+            .map_err(|e| fetch_error(server, greenlight_client::unreachable(e)))?;
+        greenlight_client::read_ok(resp, MAX_SMALL_BYTES)
+            .await
+            .map(drop)
+            .map_err(|e| fetch_error(server, e))
     }
 
-    async fn redeem(&self, server: &ServerConfig, code: &str) -> Result<String> {
-        let resp = self
-            .http
-            .post(server.endpoint("/v1/verify"))
+    async fn redeem(&self, server: &ServerConfig, client: &Client, code: &str) -> Result<String> {
+        let resp = client
+            .http()
+            .post(client.url("/v1/verify"))
             .json(&serde_json::json!({ "code": code.trim() }))
             .send()
             .await
-            .map_err(|e| Error::server(&server.url, unreachable(e)))?;
-        let body = read_ok(server, resp, MAX_SMALL_BYTES).await?;
+            .map_err(|e| fetch_error(server, greenlight_client::unreachable(e)))?;
+        let body = greenlight_client::read_ok(resp, MAX_SMALL_BYTES)
+            .await
+            .map_err(|e| fetch_error(server, e))?;
         serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v.get("token")?.as_str().map(str::to_owned))
@@ -606,53 +535,4 @@ fn random_hex<const N: usize>(rng: &mut impl RngCore) -> String {
     let mut b = [0u8; N];
     rng.fill_bytes(&mut b);
     hex::encode(b)
-}
-
-/// Why a request did not get through, without the URL's query.
-fn unreachable(e: reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "cannot connect".into()
-    } else {
-        e.without_url().to_string()
-    }
-}
-
-/// Reads a 2xx answer of at most `limit` bytes; a server error becomes a
-/// typed error with the server's own message.
-async fn read_ok(
-    server: &ServerConfig,
-    mut resp: reqwest::Response,
-    limit: u64,
-) -> Result<Vec<u8>> {
-    let status = resp.status();
-    if resp.content_length().is_some_and(|n| n > limit) {
-        return Err(Error::server(
-            &server.url,
-            format!("answer over the {limit}-byte limit"),
-        ));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| Error::server(&server.url, format!("answer cut off: {}", unreachable(e))))?
-    {
-        if (body.len() + chunk.len()) as u64 > limit {
-            return Err(Error::server(
-                &server.url,
-                format!("answer over the {limit}-byte limit"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    if status.is_success() {
-        return Ok(body);
-    }
-    let reason = match serde_json::from_slice::<ErrorBody>(&body) {
-        Ok(e) => format!("{} ({}, HTTP {})", e.message, e.error, status.as_u16()),
-        Err(_) => format!("HTTP {}", status.as_u16()),
-    };
-    Err(Error::server(&server.url, reason))
 }

@@ -484,7 +484,12 @@ impl MatchIndex {
                             .any(|e| filter.contains(&EpochHash::new(&w.ephid, EpochNumber(e))))
                     })
                 })
-                .map(|(n, w)| (n, exposure(w, None, None, &self.region)))
+                // A filter carries one origin for all its entries (a
+                // region republishing a peer's filter names the peer).
+                .map(|(n, w)| {
+                    let origin = self.origins.first().unwrap_or(&self.region);
+                    (n, exposure(w, None, None, origin))
+                })
                 .collect(),
         }
     }

@@ -182,6 +182,7 @@ async fn run(name: &str, database_url: String) {
                     data: rand::random::<[u8; 32]>().to_vec(),
                     days_since_onset: Some(0),
                     origin: "CH".into(),
+                    visited: String::new(),
                 })
                 .collect(),
         })
@@ -213,12 +214,19 @@ fn build_and_sign_only() {
             data: rand::random::<[u8; 32]>().to_vec(),
             days_since_onset: Some(0),
             origin: "CH".into(),
+            visited: String::new(),
         })
         .collect();
     let key = greenlight_protocol::ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
     let region = RegionId::new("CH").expect("valid");
     let t = Instant::now();
-    let payload = compact_payload(&keys, 100_000, DayNumber(20_414), &mut rng);
+    let payload = compact_payload(
+        &keys,
+        std::slice::from_ref(&region),
+        100_000,
+        DayNumber(20_414),
+        &mut rng,
+    );
     let batch = KeyBatch {
         region: region.clone(),
         number: BatchNumber(1),

@@ -38,6 +38,42 @@ pub struct Config {
     pub upload_per_second: u32,
     /// Days keys and batches are kept.
     pub retention_days: u32,
+    /// Regions this server recognizes (`[[peers]]` tables): their cases
+    /// reach this region's phones, and keys of local patients who name
+    /// them as visited reach theirs.
+    pub peers: Vec<PeerConfig>,
+    /// Seconds between pulls from each peer.
+    pub federation_interval_secs: u64,
+}
+
+/// One recognized region.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's region id.
+    pub region: String,
+    /// The peer server's base URL.
+    pub url: String,
+    /// The peer's ed25519 public key, hex: its batches must verify under it.
+    pub public_key: String,
+    /// Also send the peer every local case, not only those who name it as
+    /// visited (neighbouring regions with daily commuters).
+    #[serde(default)]
+    pub share_all: bool,
+}
+
+impl PeerConfig {
+    /// The pinned key, parsed.
+    pub fn verifying_key(
+        &self,
+    ) -> Result<greenlight_protocol::ed25519_dalek::VerifyingKey, String> {
+        let bytes: [u8; 32] = hex::decode(&self.public_key)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or("public_key must be 64 hex digits")?;
+        greenlight_protocol::ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map_err(|e| format!("public_key is not a valid ed25519 key: {e}"))
+    }
 }
 
 impl Default for Config {
@@ -56,6 +92,8 @@ impl Default for Config {
             verify_per_second: 20,
             upload_per_second: 5000,
             retention_days: 14,
+            peers: Vec::new(),
+            federation_interval_secs: 300,
         }
     }
 }
@@ -126,6 +164,29 @@ impl Config {
         }
         if !(1..=60).contains(&self.retention_days) {
             return bad("retention_days", "must be in 1..=60");
+        }
+        if self.federation_interval_secs == 0 {
+            return bad("federation_interval_secs", "must be at least 1");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.peers {
+            let peer = RegionId::new(&p.region).map_err(|e| ConfigError {
+                field: "peers.region",
+                reason: e.to_string(),
+            })?;
+            if peer == region {
+                return bad("peers.region", "a server cannot be its own peer");
+            }
+            if !seen.insert(peer) {
+                return bad("peers.region", "each peer region may appear once");
+            }
+            if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
+                return bad("peers.url", "must be an http:// or https:// URL");
+            }
+            p.verifying_key().map_err(|reason| ConfigError {
+                field: "peers.public_key",
+                reason,
+            })?;
         }
         let url = &self.database_url;
         if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {

@@ -185,6 +185,12 @@ impl Server {
             region: region.clone(),
             dir: batch_dir.clone(),
             min_entries: config.min_batch_entries,
+            peers: config
+                .peers
+                .iter()
+                .filter_map(|p| Some((RegionId::new(&p.region).ok()?, p.share_all)))
+                .collect(),
+            federation_dir: config.data_dir.join("federation"),
         };
         let (writer, writer_task) = upload::Writer::start(store.clone(), clock.clone());
         let state = AppState {

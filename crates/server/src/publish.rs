@@ -1,7 +1,11 @@
 //! Publishing: at every interval, pending keys become one signed,
-//! shuffled, padded, immutable batch file per publication mode.
+//! shuffled, padded, immutable batch file per publication mode. Keys
+//! imported from peers are published with their origin marked; filters
+//! imported from peers are republished whole. Local keys bound for a peer
+//! (the patient named it, or the peer gets everything) also go into an
+//! unpadded batch made for that peer, recorded in the same transaction.
 
-use crate::store::{BatchRecord, Store, StoredKey};
+use crate::store::{BatchRecord, Publication, Store, StoredKey};
 use anyhow::{Context, Result};
 use greenlight_protocol::bloom::EpochFilter;
 use greenlight_protocol::ed25519_dalek::SigningKey;
@@ -28,6 +32,10 @@ pub struct Publisher {
     pub dir: PathBuf,
     /// Entries each batch is padded up to.
     pub min_entries: usize,
+    /// Peers: region, and whether it gets every local key.
+    pub peers: Vec<(RegionId, bool)>,
+    /// Directory of the batches made for peers (one subdirectory each).
+    pub federation_dir: PathBuf,
 }
 
 /// Path of batch `number` under `dir`.
@@ -48,9 +56,25 @@ fn padding_key(today: DayNumber, rng: &mut impl Rng) -> PublishedKey {
     }
 }
 
-/// Compact payload: real keys plus padding up to `min`, shuffled.
+/// The origin table of a batch of `real` keys published by `local`: the
+/// local region first, then every other origin once (SPEC §8.2).
+pub fn origin_table(local: &RegionId, real: &[StoredKey]) -> Vec<RegionId> {
+    let mut origins = vec![local.clone()];
+    for k in real {
+        if let Ok(r) = RegionId::new(&k.origin) {
+            if !origins.contains(&r) && origins.len() < 256 {
+                origins.push(r);
+            }
+        }
+    }
+    origins
+}
+
+/// Compact payload: real keys (each pointing into `origins`) plus padding
+/// up to `min`, shuffled.
 pub fn compact_payload(
     real: &[StoredKey],
+    origins: &[RegionId],
     min: usize,
     today: DayNumber,
     rng: &mut impl Rng,
@@ -59,11 +83,12 @@ pub fn compact_payload(
         .iter()
         .filter_map(|k| {
             let bytes: [u8; 32] = k.data.as_slice().try_into().ok()?;
+            let origin = origins.iter().position(|o| o.as_str() == k.origin)?;
             Some(PublishedKey {
                 day: DayNumber(k.day?),
                 key: DailyKey::from_bytes(bytes),
                 days_since_onset: k.days_since_onset,
-                origin: 0,
+                origin: u8::try_from(origin).ok()?,
             })
         })
         .collect();
@@ -107,82 +132,157 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Path of batch `number` made for `peer` under `dir`.
+pub fn federation_batch_path(dir: &Path, peer: &str, number: u64) -> PathBuf {
+    dir.join(peer).join(format!("{number:010}.glb"))
+}
+
+/// Signs `batch` and writes it durably to `path`; returns its record.
+fn sign_and_write(batch: &KeyBatch, key: &SigningKey, path: &Path) -> Result<BatchRecord> {
+    let bytes = batch.sign(key)?;
+    std::fs::create_dir_all(path.parent().context("batch path has a directory")?)?;
+    write_durably(path, &bytes)?;
+    let mode = match batch.payload {
+        BatchPayload::Compact(_) => PublicationMode::Compact,
+        BatchPayload::Unlinkable(_) => PublicationMode::Unlinkable,
+    };
+    Ok(BatchRecord {
+        number: batch.number.0,
+        mode,
+        start: batch.start.0,
+        end: batch.end.0,
+        entries: batch.payload.entries(),
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        size: bytes.len() as u64,
+    })
+}
+
 impl Publisher {
-    /// Publishes one batch per mode for uploads received in `[start, end)`.
+    /// Publishes one batch per mode for uploads received in `[start, end)`,
+    /// plus one batch per filter imported from a peer.
     pub async fn publish(&self, start: Timestamp, end: Timestamp) -> Result<Vec<BatchRecord>> {
         let mut published = Vec::new();
         for mode in PublicationMode::ALL {
             let real = self.store.pending_keys(mode).await?;
             let number = self.store.next_batch_number().await?;
+            let mut outbox_numbers = Vec::new();
+            for (peer, share_all) in &self.peers {
+                let bound = real
+                    .iter()
+                    .any(|k| k.goes_to(self.region.as_str(), peer.as_str(), *share_all));
+                if bound {
+                    let n = self.store.next_federation_number(peer.as_str()).await?;
+                    outbox_numbers.push((peer.clone(), *share_all, n));
+                }
+            }
             let this = self.clone();
             let real_ids: Vec<i64> = real.iter().map(|k| k.id).collect();
             // Building and signing 100,000 keys is CPU work: off the runtime.
-            let record = tokio::task::spawn_blocking(move || -> Result<BatchRecord> {
+            let (record, outbox) = tokio::task::spawn_blocking(move || -> Result<_> {
                 let mut rng = rand::thread_rng();
-                let payload = match mode {
-                    PublicationMode::Compact => {
-                        compact_payload(&real, this.min_entries, end.day(), &mut rng)
-                    }
-                    PublicationMode::Unlinkable => {
-                        unlinkable_payload(&real, this.min_entries, &mut rng)?
-                    }
+                let batch_of = |number: u64, keys: &[StoredKey], min: usize, rng: &mut _| {
+                    let origins = origin_table(&this.region, keys);
+                    let payload = match mode {
+                        PublicationMode::Compact => {
+                            compact_payload(keys, &origins, min, end.day(), rng)
+                        }
+                        PublicationMode::Unlinkable => unlinkable_payload(keys, min, rng)?,
+                    };
+                    anyhow::Ok(KeyBatch {
+                        region: this.region.clone(),
+                        number: BatchNumber(number),
+                        start,
+                        end,
+                        origins,
+                        payload,
+                    })
                 };
-                let entries = match &payload {
-                    BatchPayload::Compact(k) => k.len() as u64,
-                    BatchPayload::Unlinkable(f) => u64::from(f.items()),
-                };
-                let batch = KeyBatch {
-                    region: this.region.clone(),
-                    number: BatchNumber(number),
-                    start,
-                    end,
-                    origins: vec![this.region.clone()],
-                    payload,
-                };
-                let bytes = batch.sign(&this.key)?;
-                std::fs::create_dir_all(&this.dir)?;
-                write_durably(&batch_path(&this.dir, number), &bytes)?;
-                let record = BatchRecord {
-                    number,
-                    mode,
-                    start: start.0,
-                    end: end.0,
-                    entries,
-                    sha256: hex::encode(Sha256::digest(&bytes)),
-                    size: bytes.len() as u64,
-                };
-                Ok(record)
+                let batch = batch_of(number, &real, this.min_entries, &mut rng)?;
+                let record = sign_and_write(&batch, &this.key, &batch_path(&this.dir, number))?;
+                let mut outbox = Vec::new();
+                for (peer, share_all, n) in outbox_numbers {
+                    let bound: Vec<StoredKey> = real
+                        .iter()
+                        .filter(|k| k.goes_to(this.region.as_str(), peer.as_str(), share_all))
+                        .cloned()
+                        .collect();
+                    // Unpadded: a peer republishes inside its own padded batches.
+                    let batch = batch_of(n, &bound, 0, &mut rng)?;
+                    let path = federation_batch_path(&this.federation_dir, peer.as_str(), n);
+                    outbox.push((peer.to_string(), sign_and_write(&batch, &this.key, &path)?));
+                }
+                Ok((record, outbox))
             })
             .await??;
-            self.store
-                .record_batch(&record, &real_ids, end.0 as i64)
-                .await?;
-            metrics::counter!("greenlight_batches_published_total", "mode" => record.mode.name())
-                .increment(1);
-            metrics::counter!("greenlight_keys_published_total").increment(real_ids.len() as u64);
-            tracing::info!(
-                batch = record.number,
-                mode = record.mode.name(),
-                entries = record.entries,
-                "published batch"
-            );
+            let publication = Publication {
+                record: record.clone(),
+                real_keys: real_ids,
+                filter: None,
+                outbox,
+            };
+            self.record(&publication, end).await?;
+            published.push(record);
+        }
+        for (id, origin, bits, items) in self.store.pending_filters().await? {
+            let number = self.store.next_batch_number().await?;
+            let origin = RegionId::new(&origin).context("stored origin region")?;
+            let batch = KeyBatch {
+                region: self.region.clone(),
+                number: BatchNumber(number),
+                start,
+                end,
+                origins: vec![origin],
+                payload: BatchPayload::Unlinkable(EpochFilter::from_bits(bits, items)?),
+            };
+            let record = sign_and_write(&batch, &self.key, &batch_path(&self.dir, number))?;
+            let publication = Publication {
+                record: record.clone(),
+                real_keys: Vec::new(),
+                filter: Some(id),
+                outbox: Vec::new(),
+            };
+            self.record(&publication, end).await?;
             published.push(record);
         }
         Ok(published)
     }
 
+    async fn record(&self, p: &Publication, end: Timestamp) -> Result<()> {
+        self.store.record_batch(p, end.0 as i64).await?;
+        let record = &p.record;
+        metrics::counter!("greenlight_batches_published_total", "mode" => record.mode.name())
+            .increment(1);
+        metrics::counter!("greenlight_keys_published_total").increment(p.real_keys.len() as u64);
+        tracing::info!(
+            batch = record.number,
+            mode = record.mode.name(),
+            entries = record.entries,
+            for_peers = p.outbox.len(),
+            "published batch"
+        );
+        Ok(())
+    }
+
     /// Deletes keys and batch files past retention.
     pub async fn expire(&self, now: Timestamp, retention_days: u32) -> Result<()> {
         let cutoff_day = now.day().offset(-i64::from(retention_days));
-        let (keys, batches) = self
+        let expired = self
             .store
             .expire(cutoff_day.0, cutoff_day.start().0 as i64)
             .await?;
-        for n in &batches {
+        for n in &expired.batches {
             let _ = std::fs::remove_file(batch_path(&self.dir, *n));
         }
-        if keys > 0 || !batches.is_empty() {
-            tracing::info!(keys, batches = batches.len(), "deleted data past retention");
+        for (peer, n) in &expired.federation_batches {
+            let _ = std::fs::remove_file(federation_batch_path(&self.federation_dir, peer, *n));
+        }
+        if expired.keys > 0 || !expired.batches.is_empty() {
+            tracing::info!(
+                keys = expired.keys,
+                batches = expired.batches.len(),
+                peer_batches = expired.federation_batches.len(),
+                "deleted data past retention"
+            );
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! address, no device identifier, codes kept as hashes).
 
 use greenlight_protocol::PublicationMode;
+use sha2::Digest;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 use std::collections::HashSet;
@@ -46,9 +47,9 @@ struct BulkSql {
 const SQLITE_BULK: BulkSql = BulkSql {
     spend_tokens: "UPDATE tokens SET used = 1 WHERE used = 0 AND expires_at > $1 \
                    AND hash IN (SELECT unhex(value) FROM json_each($2)) RETURNING hash",
-    insert_keys: "INSERT INTO keys (mode, day, data, days_since_onset, origin, received_day) \
+    insert_keys: "INSERT INTO keys (mode, day, data, days_since_onset, origin, visited, received_day) \
                   SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), unhex(json_extract(value, '$[2]')), \
-                  json_extract(value, '$[3]'), json_extract(value, '$[4]'), $2 FROM json_each($1)",
+                  json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), $2 FROM json_each($1)",
     delete_published: "DELETE FROM keys WHERE id IN (SELECT value FROM json_each($1))",
 };
 
@@ -56,8 +57,8 @@ const POSTGRES_BULK: BulkSql = BulkSql {
     spend_tokens: "UPDATE tokens SET used = 1 WHERE used = 0 AND expires_at > $1 \
                    AND hash IN (SELECT decode(value, 'hex') FROM jsonb_array_elements_text($2::jsonb) AS value) \
                    RETURNING hash",
-    insert_keys: "INSERT INTO keys (mode, day, data, days_since_onset, origin, received_day) \
-                  SELECT (e->>0)::bigint, (e->>1)::bigint, decode(e->>2, 'hex'), (e->>3)::bigint, e->>4, $2 \
+    insert_keys: "INSERT INTO keys (mode, day, data, days_since_onset, origin, visited, received_day) \
+                  SELECT (e->>0)::bigint, (e->>1)::bigint, decode(e->>2, 'hex'), (e->>3)::bigint, e->>4, e->>5, $2 \
                   FROM jsonb_array_elements($1::jsonb) AS e",
     delete_published: "DELETE FROM keys \
                        WHERE id IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb) AS value)",
@@ -132,6 +133,8 @@ pub struct NewKey {
     pub days_since_onset: Option<i8>,
     /// Region that confirmed the case.
     pub origin: String,
+    /// Peers to pass the key on to, comma-separated (empty: none).
+    pub visited: String,
 }
 
 /// One upload waiting for the group commit.
@@ -163,6 +166,50 @@ pub struct StoredKey {
     pub days_since_onset: Option<i8>,
     /// Origin region.
     pub origin: String,
+    /// Regions the patient named as visited, comma-separated.
+    pub visited: String,
+}
+
+impl StoredKey {
+    /// Whether `peer` is to receive this key: a local key whose patient
+    /// named the peer, or any local key when the peer gets everything.
+    pub fn goes_to(&self, local: &str, peer: &str, share_all: bool) -> bool {
+        self.origin == local && (share_all || self.visited.split(',').any(|r| r == peer))
+    }
+}
+
+/// What a retention clean-up deleted.
+#[derive(Clone, Debug, Default)]
+pub struct Expired {
+    /// Keys still pending past retention.
+    pub keys: u64,
+    /// Batch numbers.
+    pub batches: Vec<u64>,
+    /// Batches made for peers: (peer, number).
+    pub federation_batches: Vec<(String, u64)>,
+}
+
+/// One publication to record: the batch, the keys it published, the
+/// imported filter it republished, and the batches made for peers.
+#[derive(Clone, Debug)]
+pub struct Publication {
+    /// The batch.
+    pub record: BatchRecord,
+    /// Row ids of the keys it carries.
+    pub real_keys: Vec<i64>,
+    /// The imported filter it republishes.
+    pub filter: Option<i64>,
+    /// Batches for peers made from the same keys: (peer region, record).
+    pub outbox: Vec<(String, BatchRecord)>,
+}
+
+/// What one peer batch brought.
+#[derive(Clone, Debug, Default)]
+pub struct Import {
+    /// Keys (compact), each with its origin region.
+    pub keys: Vec<NewKey>,
+    /// A whole filter (unlinkable): origin, bits, items.
+    pub filter: Option<(String, Vec<u8>, u32)>,
 }
 
 /// A published batch's record.
@@ -390,7 +437,8 @@ impl Store {
                         k.day,
                         hex::encode(&k.data),
                         k.days_since_onset,
-                        k.origin
+                        k.origin,
+                        k.visited
                     ])
                 }));
                 outcomes.push(Ok(u.keys.len()));
@@ -414,7 +462,7 @@ impl Store {
     /// one batch may carry (the rest wait for the next).
     pub async fn pending_keys(&self, mode: PublicationMode) -> Result<Vec<StoredKey>> {
         let rows =
-            sqlx::query("SELECT id, day, data, days_since_onset, origin FROM keys WHERE mode = $1 ORDER BY id LIMIT $2")
+            sqlx::query("SELECT id, day, data, days_since_onset, origin, visited FROM keys WHERE mode = $1 ORDER BY id LIMIT $2")
                 .bind(i64::from(mode.code()))
             .bind(i64::from(greenlight_protocol::batch::MAX_BATCH_KEYS))
                 .fetch_all(&self.pool)
@@ -430,9 +478,12 @@ impl Store {
         Ok(row.try_get::<i64, _>("n")? as u64 + 1)
     }
 
-    /// Records a published batch and deletes its keys: from now on only the
-    /// shuffled batch file holds them.
-    pub async fn record_batch(&self, b: &BatchRecord, real_keys: &[i64], now: i64) -> Result<()> {
+    /// Records a published batch, the batches made from the same keys for
+    /// peers, and deletes its keys (and the imported filter it carries, if
+    /// any), all in one transaction: from now on only the shuffled batch
+    /// files hold them.
+    pub async fn record_batch(&self, p: &Publication, now: i64) -> Result<()> {
+        let b = &p.record;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO batches (number, mode, start_time, end_time, entries, real_keys, sha256, size, created_at) \
@@ -443,22 +494,175 @@ impl Store {
         .bind(b.start as i64)
         .bind(b.end as i64)
         .bind(b.entries as i64)
-        .bind(real_keys.len() as i64)
+        .bind(p.real_keys.len() as i64)
         .bind(&b.sha256)
         .bind(b.size as i64)
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        if !real_keys.is_empty() {
+        for (peer, f) in &p.outbox {
+            sqlx::query(
+                "INSERT INTO federation_batches (peer, number, mode, start_time, end_time, entries, sha256, size, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(peer)
+            .bind(f.number as i64)
+            .bind(i64::from(f.mode.code()))
+            .bind(f.start as i64)
+            .bind(f.end as i64)
+            .bind(f.entries as i64)
+            .bind(&f.sha256)
+            .bind(f.size as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !p.real_keys.is_empty() {
             sqlx::query(self.bulk().delete_published)
-                .bind(serde_json::Value::from(real_keys.to_vec()).to_string())
+                .bind(serde_json::Value::from(p.real_keys.clone()).to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(id) = p.filter {
+            sqlx::query("DELETE FROM imported_filters WHERE id = $1")
+                .bind(id)
                 .execute(&mut *tx)
                 .await?;
         }
         bump_in(&mut tx, "batches_published", 1).await?;
-        bump_in(&mut tx, "keys_published", real_keys.len() as i64).await?;
+        bump_in(&mut tx, "keys_published", p.real_keys.len() as i64).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The next number of a batch made for `peer` (1 for the first).
+    pub async fn next_federation_number(&self, peer: &str) -> Result<u64> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(number), 0) AS n FROM federation_batches WHERE peer = $1",
+        )
+        .bind(peer)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? as u64 + 1)
+    }
+
+    /// Up to `limit` batches made for `peer` numbered above `after`.
+    pub async fn federation_batches_after(
+        &self,
+        peer: &str,
+        after: u64,
+        limit: u64,
+    ) -> Result<Vec<BatchRecord>> {
+        let rows = sqlx::query(
+            "SELECT number, mode, start_time, end_time, entries, sha256, size FROM federation_batches \
+             WHERE peer = $1 AND number > $2 ORDER BY number LIMIT $3",
+        )
+        .bind(peer)
+        .bind(after as i64)
+        .bind(limit.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(batch_record).collect()
+    }
+
+    /// The last batch imported from `peer` (0 before the first).
+    pub async fn peer_cursor(&self, peer: &str) -> Result<u64> {
+        let row = sqlx::query("SELECT last_batch FROM peer_cursors WHERE peer = $1")
+            .bind(peer)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<i64, _>("last_batch"))
+            .transpose()?
+            .map_or(0, |n| n as u64))
+    }
+
+    /// Stores what batch `number` of `peer` brought — keys not seen before
+    /// (they wait for this region's next batch, never passed on) or a whole
+    /// filter — and moves the peer's cursor past it, in one transaction.
+    /// Returns how many keys were new.
+    pub async fn import_batch(
+        &self,
+        peer: &str,
+        number: u64,
+        import: &Import,
+        now: i64,
+    ) -> Result<usize> {
+        let received_day = now.div_euclid(86_400);
+        let mut tx = self.pool.begin().await?;
+        let mut new = 0usize;
+        for k in &import.keys {
+            let digest = sha2::Sha256::new()
+                .chain_update(k.data.as_slice())
+                .chain_update(k.day.unwrap_or(0).to_be_bytes())
+                .finalize()
+                .to_vec();
+            let fresh = sqlx::query(
+                "INSERT INTO seen_keys (digest, day) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING",
+            )
+            .bind(digest)
+            .bind(i64::from(k.day.unwrap_or(received_day as u32)))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if fresh == 0 {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO keys (mode, day, data, days_since_onset, origin, visited, received_day) \
+                 VALUES ($1, $2, $3, $4, $5, '', $6)",
+            )
+            .bind(i64::from(k.mode.code()))
+            .bind(k.day.map(i64::from))
+            .bind(k.data.clone())
+            .bind(k.days_since_onset.map(i64::from))
+            .bind(&k.origin)
+            .bind(received_day)
+            .execute(&mut *tx)
+            .await?;
+            new += 1;
+        }
+        if let Some((origin, bits, items)) = &import.filter {
+            sqlx::query(
+                "INSERT INTO imported_filters (origin, bits, items, received_day) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(origin)
+            .bind(bits.clone())
+            .bind(i64::from(*items))
+            .bind(received_day)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO peer_cursors (peer, last_batch, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (peer) DO UPDATE SET last_batch = excluded.last_batch, updated_at = excluded.updated_at",
+        )
+        .bind(peer)
+        .bind(number as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        bump_in(&mut tx, "federation_batches_imported", 1).await?;
+        bump_in(&mut tx, "federation_keys_imported", new as i64).await?;
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// Imported filters waiting to be republished: id, origin, bits, items.
+    pub async fn pending_filters(&self) -> Result<Vec<(i64, String, Vec<u8>, u32)>> {
+        sqlx::query("SELECT id, origin, bits, items FROM imported_filters ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("origin")?,
+                    r.try_get("bits")?,
+                    r.try_get::<i64, _>("items")? as u32,
+                ))
+            })
+            .collect()
     }
 
     /// Up to `limit` published batches numbered above `after`, oldest first.
@@ -471,19 +675,7 @@ impl Store {
         .bind(limit.min(i64::MAX as u64) as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(BatchRecord {
-                    number: r.try_get::<i64, _>("number")? as u64,
-                    mode: mode_of(r.try_get("mode")?)?,
-                    start: r.try_get::<i64, _>("start_time")? as u64,
-                    end: r.try_get::<i64, _>("end_time")? as u64,
-                    entries: r.try_get::<i64, _>("entries")? as u64,
-                    sha256: r.try_get("sha256")?,
-                    size: r.try_get::<i64, _>("size")? as u64,
-                })
-            })
-            .collect()
+        rows.iter().map(batch_record).collect()
     }
 
     /// Stores a signed policy.
@@ -531,8 +723,9 @@ impl Store {
     }
 
     /// Deletes keys received before `day` and batches that ended before
-    /// `before_secs`; returns the numbers of the deleted batches.
-    pub async fn expire(&self, day: u32, before_secs: i64) -> Result<(u64, Vec<u64>)> {
+    /// `before_secs`; returns the numbers of the deleted batches, then the
+    /// deleted batches made for peers.
+    pub async fn expire(&self, day: u32, before_secs: i64) -> Result<Expired> {
         let mut tx = self.pool.begin().await?;
         let keys = sqlx::query("DELETE FROM keys WHERE received_day < $1")
             .bind(i64::from(day))
@@ -550,6 +743,26 @@ impl Store {
             .bind(before_secs)
             .execute(&mut *tx)
             .await?;
+        let old_federation: Vec<(String, u64)> =
+            sqlx::query("SELECT peer, number FROM federation_batches WHERE end_time < $1")
+                .bind(before_secs)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("peer")?, r.try_get::<i64, _>("number")? as u64)))
+                .collect::<Result<_>>()?;
+        sqlx::query("DELETE FROM federation_batches WHERE end_time < $1")
+            .bind(before_secs)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM seen_keys WHERE day < $1")
+            .bind(i64::from(day))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM imported_filters WHERE received_day < $1")
+            .bind(i64::from(day))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM tokens WHERE expires_at < $1")
             .bind(before_secs)
             .execute(&mut *tx)
@@ -559,7 +772,11 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok((keys, old))
+        Ok(Expired {
+            keys,
+            batches: old,
+            federation_batches: old_federation,
+        })
     }
 }
 
@@ -568,6 +785,18 @@ fn mode_of(code: i64) -> Result<PublicationMode> {
         .ok()
         .and_then(PublicationMode::from_code)
         .ok_or_else(|| StoreError::Corrupt(format!("publication mode {code}")))
+}
+
+fn batch_record(r: &AnyRow) -> Result<BatchRecord> {
+    Ok(BatchRecord {
+        number: r.try_get::<i64, _>("number")? as u64,
+        mode: mode_of(r.try_get("mode")?)?,
+        start: r.try_get::<i64, _>("start_time")? as u64,
+        end: r.try_get::<i64, _>("end_time")? as u64,
+        entries: r.try_get::<i64, _>("entries")? as u64,
+        sha256: r.try_get("sha256")?,
+        size: r.try_get::<i64, _>("size")? as u64,
+    })
 }
 
 fn stored_key(r: &AnyRow) -> Result<StoredKey> {
@@ -579,6 +808,7 @@ fn stored_key(r: &AnyRow) -> Result<StoredKey> {
             .try_get::<Option<i64>, _>("days_since_onset")?
             .map(|d| d as i8),
         origin: r.try_get("origin")?,
+        visited: r.try_get("visited")?,
     })
 }
 

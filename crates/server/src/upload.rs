@@ -42,6 +42,37 @@ pub struct UploadRequest {
     /// Chaff: answered exactly like a real upload, then discarded.
     #[serde(default)]
     pub chaff: bool,
+    /// Regions the patient visited during the infectious period: the
+    /// peers among them receive these keys (SPEC §18).
+    #[serde(default)]
+    pub visited: Vec<String>,
+}
+
+/// Most regions one upload may name as visited.
+pub const MAX_VISITED: usize = 32;
+
+/// The visited regions of an upload, checked, deduplicated and sorted, as
+/// stored: comma-separated.
+fn visited(req: &UploadRequest, origin: &RegionId) -> Result<String, ApiError> {
+    if req.visited.len() > MAX_VISITED {
+        return Err(invalid(
+            "invalid_region",
+            format!("name at most {MAX_VISITED} visited regions"),
+        ));
+    }
+    let mut regions = req
+        .visited
+        .iter()
+        .map(|r| RegionId::new(r).map_err(|e| invalid("invalid_region", format!("visited: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    regions.retain(|r| r != origin);
+    regions.sort();
+    regions.dedup();
+    Ok(regions
+        .iter()
+        .map(RegionId::as_str)
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 /// The answer to an upload.
@@ -71,6 +102,7 @@ pub fn validate(
     origin: &RegionId,
 ) -> Result<Vec<NewKey>, ApiError> {
     let onset = grant.onset_day.unwrap_or(grant.test_day);
+    let visited = visited(req, origin)?;
     match req.mode {
         PublicationMode::Compact => {
             if !req.epoch_hashes.is_empty() {
@@ -113,6 +145,7 @@ pub fn validate(
                         data: decode_hex::<32>("key", &k.key)?,
                         days_since_onset: Some(dso),
                         origin: origin.to_string(),
+                        visited: visited.clone(),
                     })
                 })
                 .collect()
@@ -144,6 +177,7 @@ pub fn validate(
                         data,
                         days_since_onset: None,
                         origin: origin.to_string(),
+                        visited: visited.clone(),
                     })
                 })
                 .collect()

@@ -602,6 +602,7 @@ async fn keys_and_batches_past_retention_are_deleted() {
                 data: vec![i; 32],
                 days_since_onset: Some(0),
                 origin: "CH".into(),
+                visited: String::new(),
             };
             // A token row made directly: this test is about retention, not codes.
             sqlx_token(&url, &token, now + 100).await;
@@ -630,7 +631,7 @@ async fn keys_and_batches_past_retention_are_deleted() {
             }
         };
         assert_eq!(pending(&store).await, Some(2));
-        let (deleted, _) = store.expire(16, 16 * 86_400).await.expect("expire");
+        let deleted = store.expire(16, 16 * 86_400).await.expect("expire").keys;
         assert_eq!(
             deleted, 1,
             "{db:?}: only the key received on day 10 is past a cut-off of day 16"
@@ -674,6 +675,7 @@ async fn a_token_spends_once_within_one_group_commit() {
             data: vec![b; 32],
             days_since_onset: None,
             origin: "CH".into(),
+            visited: String::new(),
         };
         let twice = [
             PendingUpload {
