@@ -1,9 +1,10 @@
 //! # greenlight-ble
 //!
 //! The radio a phone uses to broadcast its EphIDs and hear others': the
-//! [`Radio`] trait, and [`sim::SimulatedAir`], many virtual phones sharing
-//! one in-memory air with a distance → RSSI path-loss model, for tests, the
-//! demo and the simulator.
+//! [`Radio`] trait; `bluez::BluezRadio`, the real radio of a Linux phone or
+//! laptop (feature `bluez`, on by default, Linux only); and
+//! [`sim::SimulatedAir`], many virtual phones sharing one in-memory air with
+//! a distance → RSSI path-loss model, for tests, the demo and the simulator.
 //!
 //! Depends on the protocol crate only for the advertisement format. Must
 //! never decide anything about exposure: it moves bytes and signal
@@ -11,6 +12,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(all(target_os = "linux", feature = "bluez"))]
+pub mod bluez;
 pub mod sim;
 
 use greenlight_protocol::advertisement::LEGACY_ADV_LEN;
@@ -24,6 +27,12 @@ pub enum RadioError {
     /// The radio (or its virtual phone) no longer exists.
     #[error("the radio is gone")]
     Gone,
+    /// There is no Bluetooth adapter, or none of the name asked for.
+    #[error("no Bluetooth adapter{}", name.as_deref().map(|n| format!(" named {n}")).unwrap_or_default())]
+    NoAdapter {
+        /// The adapter asked for, if one was named.
+        name: Option<String>,
+    },
     /// The Bluetooth stack refused an operation.
     #[error("Bluetooth stack refused {operation}: {reason}")]
     Refused {

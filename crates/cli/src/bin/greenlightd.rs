@@ -120,9 +120,16 @@ async fn main() -> anyhow::Result<()> {
             runtime::run(config, phone, Some(radio), shutdown).await?;
         }
         RadioChoice::Bluez => {
-            anyhow::bail!(
-                "radio = bluez: this build has no BlueZ backend yet; run with --radio none"
-            );
+            let radio = greenlight_ble::bluez::BluezRadio::new()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "the Bluetooth radio cannot be used ({e}); is bluetoothd running and an \
+                     adapter present? Without one, use --radio simulated or --radio none"
+                    )
+                })?;
+            tracing::info!(adapter = radio.adapter_name(), "BlueZ radio");
+            runtime::run(config, phone, Some(radio), shutdown).await?;
         }
     }
     Ok(())
