@@ -1,9 +1,7 @@
 //! greenlightd and greenlight as processes, against a real server: every
 //! CLI command through the local socket, consent, permissions, shutdown.
 
-mod common;
-
-use common::TestServer;
+use greenlight_e2e::TestServer;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

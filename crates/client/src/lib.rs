@@ -89,9 +89,14 @@ impl Client {
     /// A client for `base` (e.g. `https://greenlight.example`), with
     /// connect and overall timeouts.
     pub fn new(base: &str) -> Result<Client, FetchError> {
+        Client::with_timeout(base, Duration::from_secs(120))
+    }
+
+    /// A client whose every request gives up after `timeout`.
+    pub fn with_timeout(base: &str, timeout: Duration) -> Result<Client, FetchError> {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
+            .connect_timeout(Duration::from_secs(10).min(timeout))
+            .timeout(timeout)
             .user_agent("greenlight")
             .build()
             .map_err(|e| FetchError::Unreachable(e.to_string()))?;

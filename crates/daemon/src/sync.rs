@@ -117,6 +117,10 @@ pub struct Consent {
     /// dropped. Unlinkable mode only.
     #[serde(default)]
     pub omit_ranges: Vec<(Timestamp, Timestamp)>,
+    /// Regions visited during the infectious period: the home server
+    /// passes the keys on to those it recognizes (SPEC §18).
+    #[serde(default)]
+    pub visited: Vec<RegionId>,
 }
 
 /// Publication mode as the user picks it.
@@ -163,6 +167,8 @@ struct UploadBody {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     epoch_hashes: Vec<String>,
     chaff: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    visited: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -376,6 +382,7 @@ impl Syncer {
             keys,
             epoch_hashes: Vec::new(),
             chaff: true,
+            visited: Vec::new(),
         };
         let resp = client
             .http()
@@ -486,6 +493,7 @@ fn upload_body(
                 keys: upload,
                 epoch_hashes: Vec::new(),
                 chaff: false,
+                visited: visited(consent),
             };
             Ok((body, days, real, padding))
         }
@@ -525,10 +533,15 @@ fn upload_body(
                 keys: Vec::new(),
                 epoch_hashes: hashes,
                 chaff: false,
+                visited: visited(consent),
             };
             Ok((body, days, real, padding))
         }
     }
+}
+
+fn visited(consent: &Consent) -> Vec<String> {
+    consent.visited.iter().map(ToString::to_string).collect()
 }
 
 fn random_hex<const N: usize>(rng: &mut impl RngCore) -> String {

@@ -9,7 +9,7 @@ use crate::AppState;
 use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use greenlight_protocol::{DayNumber, ExposurePolicy, Timestamp};
+use greenlight_protocol::{DayNumber, ExposurePolicy, RegionId, Timestamp};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -37,6 +37,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(publish_policy))
         .routes(routes!(publish_now))
         .routes(routes!(stats))
+        .routes(routes!(list_federation_batches))
+        .routes(routes!(get_federation_batch))
+        .routes(routes!(pull_peers))
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics_text))
@@ -330,6 +333,89 @@ async fn get_batch(
         bytes,
     )
         .into_response())
+}
+
+/// The peer named in a federation path, if it is one this server recognizes.
+fn recognized_peer(state: &AppState, peer: &str) -> Result<RegionId, ApiError> {
+    RegionId::new(peer)
+        .ok()
+        .filter(|r| state.peers.iter().any(|p| &p.region == r))
+        .ok_or_else(|| ApiError::not_found("peer region"))
+}
+
+/// Batches made for a recognized peer region: this region's cases who
+/// named it as visited (SPEC §18).
+#[utoipa::path(get, path = "/v1/federation/{peer}/batches", tag = "federation",
+    params(("peer" = String, Path, description = "the peer region"), BatchQuery),
+    responses((status = 200, body = BatchIndex), (status = 404, body = ErrorBody)))]
+async fn list_federation_batches(
+    State(state): State<AppState>,
+    Path(peer): Path<String>,
+    Query(q): Query<BatchQuery>,
+) -> Result<axum::Json<BatchIndex>, ApiError> {
+    let peer = recognized_peer(&state, &peer)?;
+    let batches = state
+        .store
+        .federation_batches_after(peer.as_str(), q.after, INDEX_PAGE)
+        .await
+        .map_err(ApiError::storage)?;
+    Ok(axum::Json(BatchIndex {
+        region: state.region.to_string(),
+        public_key: hex::encode(state.signing_key.verifying_key().to_bytes()),
+        batches,
+    }))
+}
+
+/// One batch made for a peer region. Immutable.
+#[utoipa::path(get, path = "/v1/federation/{peer}/batches/{number}", tag = "federation",
+    params(("peer" = String, Path, description = "the peer region"), ("number" = u64, Path, description = "batch number")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = ErrorBody)))]
+async fn get_federation_batch(
+    State(state): State<AppState>,
+    Path((peer, number)): Path<(String, u64)>,
+) -> Result<Response, ApiError> {
+    let peer = recognized_peer(&state, &peer)?;
+    let record = state
+        .store
+        .federation_batches_after(peer.as_str(), number.saturating_sub(1), 1)
+        .await
+        .map_err(ApiError::storage)?
+        .into_iter()
+        .find(|b| b.number == number)
+        .ok_or_else(|| ApiError::not_found("batch"))?;
+    let path = crate::publish::federation_batch_path(
+        &state.publisher.federation_dir,
+        peer.as_str(),
+        number,
+    );
+    let bytes = tokio::fs::read(path).await.map_err(ApiError::storage)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (
+                header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable".to_owned(),
+            ),
+            (header::ETAG, format!("\"{}\"", record.sha256)),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Pull from every recognized peer now instead of waiting for the interval.
+#[utoipa::path(post, path = "/v1/authority/federation/pull", tag = "authority", security(("bearer" = [])),
+    responses((status = 200, body = Vec<crate::federation::PullReport>), (status = 401, body = ErrorBody)))]
+async fn pull_peers(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Vec<crate::federation::PullReport>>, ApiError> {
+    require_admin(&state, &headers)?;
+    let mut reports = Vec::new();
+    for peer in state.peers.iter() {
+        reports.push(crate::federation::pull(&state, peer).await);
+    }
+    Ok(axum::Json(reports))
 }
 
 /// The signed exposure policy (SPEC §9).

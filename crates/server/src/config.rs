@@ -44,6 +44,8 @@ pub struct Config {
     pub peers: Vec<PeerConfig>,
     /// Seconds between pulls from each peer.
     pub federation_interval_secs: u64,
+    /// A peer request taking longer than this many seconds fails.
+    pub federation_timeout_secs: u64,
 }
 
 /// One recognized region.
@@ -94,6 +96,7 @@ impl Default for Config {
             retention_days: 14,
             peers: Vec::new(),
             federation_interval_secs: 300,
+            federation_timeout_secs: 30,
         }
     }
 }
@@ -167,6 +170,9 @@ impl Config {
         }
         if self.federation_interval_secs == 0 {
             return bad("federation_interval_secs", "must be at least 1");
+        }
+        if !(1..=600).contains(&self.federation_timeout_secs) {
+            return bad("federation_timeout_secs", "must be in 1..=600");
         }
         let mut seen = std::collections::HashSet::new();
         for p in &self.peers {

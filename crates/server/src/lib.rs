@@ -15,6 +15,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod federation;
 pub mod publish;
 pub mod secrets;
 pub mod store;
@@ -111,6 +112,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The one clock every rule reads.
     pub clock: Clock,
+    /// Recognized regions.
+    pub peers: Arc<Vec<federation::Peer>>,
 }
 
 fn metrics_handle() -> PrometheusHandle {
@@ -193,6 +196,12 @@ impl Server {
             federation_dir: config.data_dir.join("federation"),
         };
         let (writer, writer_task) = upload::Writer::start(store.clone(), clock.clone());
+        let timeout = Duration::from_secs(config.federation_timeout_secs);
+        let peers = config
+            .peers
+            .iter()
+            .map(|p| federation::Peer::new(p, timeout))
+            .collect::<Result<Vec<_>>>()?;
         let state = AppState {
             verify_limiter: limiter(config.verify_per_second),
             upload_limiter: limiter(config.upload_per_second),
@@ -208,6 +217,7 @@ impl Server {
             publish_lock: Arc::new(tokio::sync::Mutex::new(())),
             metrics: metrics_handle(),
             clock,
+            peers: Arc::new(peers),
         };
         Ok(Server {
             state,
@@ -256,6 +266,20 @@ impl Server {
     ) -> Result<()> {
         let app = self.router();
         let scheduler = tokio::spawn(schedule_publications(self.state.clone(), shutdown.clone()));
+        let interval = Duration::from_secs(self.state.config.federation_interval_secs);
+        let pullers: Vec<_> = self
+            .state
+            .peers
+            .iter()
+            .map(|peer| {
+                tokio::spawn(federation::run(
+                    self.state.clone(),
+                    peer.clone(),
+                    interval,
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
         let stop = shutdown.clone();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -263,6 +287,9 @@ impl Server {
             .context("HTTP server failed")?;
         shutdown.cancel();
         let _ = scheduler.await;
+        for p in pullers {
+            let _ = p.await;
+        }
         let Server {
             state, writer_task, ..
         } = self;

@@ -99,6 +99,8 @@ enum AuthorityAction {
     },
     /// Publish pending uploads now.
     PublishNow,
+    /// Pull from every recognized peer region now.
+    PullPeers,
 }
 
 fn parse_day(text: &str) -> Result<u32> {
@@ -215,6 +217,7 @@ async fn authority(args: AuthorityArgs) -> Result<()> {
             client.put(url("/v1/authority/policy")).json(&policy)
         }
         AuthorityAction::PublishNow => client.post(url("/v1/authority/publish")),
+        AuthorityAction::PullPeers => client.post(url("/v1/authority/federation/pull")),
     };
     let response = request
         .bearer_auth(token)

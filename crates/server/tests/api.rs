@@ -554,9 +554,12 @@ async fn openapi_document_lists_exactly_the_routes() {
         "GET /v1/authority/stats",
         "GET /v1/batches",
         "GET /v1/batches/{number}",
+        "GET /v1/federation/{peer}/batches",
+        "GET /v1/federation/{peer}/batches/{number}",
         "GET /v1/policy",
         "GET /v1/public-key",
         "POST /v1/authority/codes",
+        "POST /v1/authority/federation/pull",
         "POST /v1/authority/publish",
         "POST /v1/upload",
         "POST /v1/verify",
@@ -711,6 +714,65 @@ async fn a_token_spends_once_within_one_group_commit() {
         assert!(stored
             .iter()
             .all(|k| k.day == Some(7) && k.days_since_onset.is_none() && k.origin == "CH"));
+        store.close().await;
+        if db == Db::Postgres {
+            common::drop_postgres(&url).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn federation_imports_are_deduplicated_and_the_cursor_survives_reopening() {
+    use greenlight_server::store::{Import, NewKey, Store};
+    for db in backends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match db {
+            Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+            Db::Postgres => common::fresh_postgres().await,
+        };
+        let key = |b: u8| NewKey {
+            mode: greenlight_protocol::PublicationMode::Compact,
+            day: Some(20_000),
+            data: vec![b; 32],
+            days_since_onset: Some(1),
+            origin: "BB".into(),
+            visited: String::new(),
+        };
+        let store = Store::open(&url).await.expect("opens");
+        assert_eq!(store.peer_cursor("BB").await.expect("cursor"), 0);
+        let first = Import {
+            keys: vec![key(1), key(2)],
+            filter: Some(("BB".into(), vec![0xAA; 64], 3)),
+        };
+        let new = store
+            .import_batch("BB", 1, &first, 20_000 * 86_400)
+            .await
+            .expect("imports");
+        assert_eq!(new, 2, "{db:?}");
+        // The same key again (a re-sent batch, or the patient uploaded in two regions).
+        let second = Import {
+            keys: vec![key(2), key(3)],
+            filter: None,
+        };
+        let new = store
+            .import_batch("BB", 2, &second, 20_000 * 86_400)
+            .await
+            .expect("imports");
+        assert_eq!(new, 1, "{db:?}: key 2 was seen");
+        store.close().await;
+        let store = Store::open(&url).await.expect("reopens");
+        assert_eq!(store.peer_cursor("BB").await.expect("cursor"), 2, "{db:?}");
+        let pending = store
+            .pending_keys(greenlight_protocol::PublicationMode::Compact)
+            .await
+            .expect("pending");
+        assert_eq!(pending.len(), 3, "{db:?}");
+        assert!(pending
+            .iter()
+            .all(|k| k.origin == "BB" && k.visited.is_empty()));
+        let filters = store.pending_filters().await.expect("filters");
+        assert_eq!(filters.len(), 1, "{db:?}");
+        assert_eq!((filters[0].1.as_str(), filters[0].3), ("BB", 3));
         store.close().await;
         if db == Db::Postgres {
             common::drop_postgres(&url).await;

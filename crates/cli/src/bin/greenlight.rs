@@ -7,7 +7,7 @@ use greenlight_cli::{card, demo};
 use greenlight_daemon::api::{self, Request, Response};
 use greenlight_daemon::runtime::DaemonConfig;
 use greenlight_daemon::sync::{Consent, Mode};
-use greenlight_protocol::{DayNumber, Timestamp};
+use greenlight_protocol::{DayNumber, RegionId, Timestamp};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -52,6 +52,9 @@ enum Command {
         /// Leave out a time range, unlinkable mode only: `YYYY-MM-DDTHH:MM/YYYY-MM-DDTHH:MM` (UTC); repeatable.
         #[arg(long = "omit-range", value_parser = parse_range)]
         omit_ranges: Vec<(Timestamp, Timestamp)>,
+        /// A region you visited while infectious (e.g. CH-GE), so it learns of your case; repeatable.
+        #[arg(long = "visited", value_parser = parse_region)]
+        visited: Vec<RegionId>,
         /// Consent without asking (for scripts).
         #[arg(long)]
         yes: bool,
@@ -90,6 +93,10 @@ fn parse_day(s: &str) -> Result<DayNumber, String> {
         .ok()
         .and_then(DayNumber::from_date)
         .ok_or_else(|| format!("{s}: expected a date as YYYY-MM-DD"))
+}
+
+fn parse_region(s: &str) -> Result<RegionId, String> {
+    RegionId::new(s).map_err(|e| format!("{s}: {e}"))
 }
 
 fn parse_time(s: &str) -> Result<Timestamp, String> {
@@ -159,6 +166,7 @@ async fn main() -> anyhow::Result<()> {
             mode,
             omit_days,
             omit_ranges,
+            visited,
             yes,
         } => {
             let consent = Consent {
@@ -168,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
                 },
                 omit_days: omit_days.clone(),
                 omit_ranges: omit_ranges.clone(),
+                visited: visited.clone(),
             };
             println!("This uploads the keys your phone broadcast over the last 14 days, so that");
             println!("people you met can learn they were exposed. It reveals nothing else: not");
@@ -177,6 +186,9 @@ async fn main() -> anyhow::Result<()> {
             }
             for (a, b) in omit_ranges {
                 println!("  left out: {a} to {b}");
+            }
+            for r in visited {
+                println!("  also sent to region {r}, which you visited");
             }
             if !yes && !confirm("Upload?")? {
                 bail!("nothing uploaded: consent not given (use --yes in scripts)");

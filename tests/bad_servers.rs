@@ -2,12 +2,10 @@
 //! truncated or altered batches: clear errors, nothing matched from bad
 //! data, the cursor stays so nothing is lost, and every window counts once.
 
-mod common;
-
-use common::{dead_url, TestServer};
 use greenlight_daemon::radio_loop::PhoneState;
 use greenlight_daemon::sync::{lock, Consent, ServerConfig, SharedPhone, Syncer};
 use greenlight_daemon::Phone;
+use greenlight_e2e::{dead_url, TestServer};
 use greenlight_protocol::{
     decode_advertisement, Colour, Metadata, RegionId, Rssi, Sighting, Timestamp,
 };
