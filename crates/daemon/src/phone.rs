@@ -295,6 +295,11 @@ impl Phone {
         self.store.set_setting(name, value)
     }
 
+    /// Caps the store at about `bytes` (see [`SightingStore::limit_size`]).
+    pub fn limit_store(&mut self, bytes: u64) -> Result<u64, StoreError> {
+        self.store.limit_size(bytes)
+    }
+
     /// Stored sightings from `from_day` on.
     pub fn sightings_since(&self, from_day: DayNumber) -> Result<ReadOutcome, StoreError> {
         self.store.sightings_since(from_day)

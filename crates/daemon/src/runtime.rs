@@ -58,6 +58,10 @@ pub struct DaemonConfig {
     pub scan_every_secs: u64,
     /// Calibrated transmit power of this device, dBm.
     pub tx_power_dbm: i8,
+    /// Most the store may take, MiB (a busy phone needs about 3 MiB for
+    /// 14 days); past it, new sightings are dropped and counted, nothing
+    /// stored is lost.
+    pub max_store_mib: u64,
 }
 
 impl Default for DaemonConfig {
@@ -74,6 +78,7 @@ impl Default for DaemonConfig {
             scan_window_secs: duty.scan_window.as_secs(),
             scan_every_secs: duty.scan_every_secs,
             tx_power_dbm: duty.tx_power_dbm,
+            max_store_mib: 64,
         }
     }
 }
@@ -108,6 +113,9 @@ impl DaemonConfig {
         }
         if self.sync_interval_secs < 60 {
             return Err(Error::Config("sync_interval_secs: at least 60".into()));
+        }
+        if self.max_store_mib < 1 {
+            return Err(Error::Config("max_store_mib: at least 1".into()));
         }
         if !(0.0..=1.0).contains(&self.chaff_probability) {
             return Err(Error::Config("chaff_probability: between 0 and 1".into()));
@@ -170,6 +178,7 @@ pub fn open_phone(config: &DaemonConfig) -> Result<SharedPhone> {
     let region = config.validate()?;
     let mut phone = Phone::open(&config.data_dir, region, wall_clock().day())?;
     phone.tx_power_dbm = config.tx_power_dbm;
+    phone.limit_store(config.max_store_mib.saturating_mul(1024 * 1024))?;
     if phone.unreadable > 0 {
         tracing::warn!(
             rows = phone.unreadable,

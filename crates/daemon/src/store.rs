@@ -262,6 +262,36 @@ impl SightingStore {
         })
     }
 
+    /// Caps the database at about `bytes` (SQLite's `max_page_count`): a
+    /// phone can bound what Greenlight takes of its storage. Past the cap,
+    /// writes fail as on a full disk — typed errors, nothing already
+    /// stored is lost — until expiry frees space. Returns the cap in bytes.
+    pub fn limit_size(&mut self, bytes: u64) -> Result<u64, StoreError> {
+        let page: i64 = self
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(self.db())?;
+        let pages = (bytes / page.max(1) as u64).max(1);
+        let set: i64 = self
+            .conn
+            .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                r.get(0)
+            })
+            .map_err(self.db())?;
+        Ok(set as u64 * page as u64)
+    }
+
+    /// Whether an error means the disk (or the store's cap) is full.
+    pub fn is_full(e: &StoreError) -> bool {
+        matches!(
+            e,
+            StoreError::Database {
+                source: rusqlite::Error::SqliteFailure(f, _),
+                ..
+            } if f.code == rusqlite::ErrorCode::DiskFull
+        )
+    }
+
     fn db(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         move |source| StoreError::Database {
             path: self.path.clone(),

@@ -182,3 +182,41 @@ fn daily_keys_are_fresh_per_day_persist_and_expire() {
     let reloaded = KeyRing::load(&store, day.offset(15)).expect("loads");
     assert_eq!(reloaded.days(), vec![day.offset(1)]);
 }
+
+#[test]
+fn a_full_disk_is_a_typed_error_and_loses_nothing_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut store = SightingStore::open(dir.path()).expect("opens");
+    // A cap a little above what the empty database takes: the disk "fills".
+    let used = std::fs::metadata(dir.path().join("sightings.db"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    store.limit_size(used + 64 * 1024).expect("cap set");
+    let mut stored = Vec::new();
+    let mut full = None;
+    for batch in 0..1000u32 {
+        let scan: Vec<Sighting> = (0..50u8)
+            .map(|i| Sighting {
+                at: Timestamp(20_000 * 86_400 + u64::from(batch) * 60 + u64::from(i)),
+                ..sighting(i, 20_000)
+            })
+            .collect();
+        match store.record(&scan) {
+            Ok(()) => stored.extend(scan),
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+    }
+    let e = full.expect("the cap is reached");
+    assert!(SightingStore::is_full(&e), "{e}");
+    assert!(e.to_string().contains("full"), "{e}");
+    // Everything committed before is intact; the failed scan left nothing half-written.
+    let read = store.sightings_since(DayNumber(20_000)).expect("reads");
+    assert_eq!(read.unreadable, 0);
+    assert_eq!(read.sightings.len(), stored.len());
+    drop(store);
+    let store = SightingStore::open(dir.path()).expect("reopens after a full disk");
+    assert_eq!(store.len().expect("counts"), stored.len());
+}
