@@ -3,7 +3,8 @@
 //!
 //! Durable uploads per second (group commit, SQLite WAL synchronous=FULL
 //! and PostgreSQL when GREENLIGHT_TEST_POSTGRES_URL is set), and the time
-//! to build, sign and publish a batch of 100,000 keys. Every loop is
+//! to build, sign and publish a batch of 100,000 keys, and to import a
+//! peer region's batch of 100,000 keys (new, then duplicates). Every loop is
 //! bounded in count and in time. Client and server share the two cores.
 
 use greenlight_protocol::{BatchNumber, DayNumber, KeyBatch, RegionId, Timestamp};
@@ -201,6 +202,34 @@ async fn run(name: &str, database_url: String) {
     let publish_secs = t.elapsed().as_secs_f64();
     println!("{name}: published batch of {} keys ({} bytes) in {publish_secs:.2} s (read, pad, shuffle, sign, fsync, record)",
         published[0].entries, published[0].size);
+    // Federation: one peer batch of 100,000 keys imported (digest check and
+    // insert per key, one transaction), then the same batch again (all
+    // duplicates).
+    let import = greenlight_server::store::Import {
+        keys: (0..100_000u32)
+            .map(|j| NewKey {
+                mode: greenlight_protocol::PublicationMode::Compact,
+                day: Some(today - (j % 14)),
+                data: rand::random::<[u8; 32]>().to_vec(),
+                days_since_onset: Some(1),
+                origin: "BB".into(),
+                visited: String::new(),
+            })
+            .collect(),
+        filter: None,
+    };
+    for (n, what) in [(1, "new"), (2, "duplicate")] {
+        let t = Instant::now();
+        let new = store
+            .import_batch("BB", n, &import, greenlight_server::now_secs() as i64)
+            .await
+            .expect("imports");
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{name}: imported a peer batch of 100,000 {what} keys ({new} new) in {secs:.2} s = {:.0} keys/s",
+            100_000.0 / secs
+        );
+    }
     shutdown.cancel();
     task.await.expect("server task").expect("clean shutdown");
 }

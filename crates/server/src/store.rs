@@ -42,6 +42,8 @@ struct BulkSql {
     spend_tokens: &'static str,
     insert_keys: &'static str,
     delete_published: &'static str,
+    /// Records key digests; returns (hex, lower case) those not seen before.
+    insert_seen: &'static str,
 }
 
 const SQLITE_BULK: BulkSql = BulkSql {
@@ -51,6 +53,9 @@ const SQLITE_BULK: BulkSql = BulkSql {
                   SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), unhex(json_extract(value, '$[2]')), \
                   json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), $2 FROM json_each($1)",
     delete_published: "DELETE FROM keys WHERE id IN (SELECT value FROM json_each($1))",
+    insert_seen: "INSERT INTO seen_keys (digest, day) \
+                  SELECT unhex(json_extract(value, '$[0]')), json_extract(value, '$[1]') FROM json_each($1) \
+                  WHERE true ON CONFLICT (digest) DO NOTHING RETURNING lower(hex(digest)) AS d",
 };
 
 const POSTGRES_BULK: BulkSql = BulkSql {
@@ -62,6 +67,9 @@ const POSTGRES_BULK: BulkSql = BulkSql {
                   FROM jsonb_array_elements($1::jsonb) AS e",
     delete_published: "DELETE FROM keys \
                        WHERE id IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb) AS value)",
+    insert_seen: "INSERT INTO seen_keys (digest, day) \
+                  SELECT decode(e->>0, 'hex'), (e->>1)::bigint FROM jsonb_array_elements($1::jsonb) AS e \
+                  ON CONFLICT (digest) DO NOTHING RETURNING encode(digest, 'hex') AS d",
 };
 
 /// Which database is behind the pool.
@@ -590,37 +598,57 @@ impl Store {
     ) -> Result<usize> {
         let received_day = now.div_euclid(86_400);
         let mut tx = self.pool.begin().await?;
-        let mut new = 0usize;
-        for k in &import.keys {
-            let digest = sha2::Sha256::new()
-                .chain_update(k.data.as_slice())
-                .chain_update(k.day.unwrap_or(0).to_be_bytes())
-                .finalize()
-                .to_vec();
-            let fresh = sqlx::query(
-                "INSERT INTO seen_keys (digest, day) VALUES ($1, $2) ON CONFLICT (digest) DO NOTHING",
-            )
-            .bind(digest)
-            .bind(i64::from(k.day.unwrap_or(received_day as u32)))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if fresh == 0 {
-                continue;
+        // Two statements whatever the batch's size: record the digests,
+        // learning which are new, then insert those keys.
+        let digests: Vec<String> = import
+            .keys
+            .iter()
+            .map(|k| {
+                hex::encode(
+                    sha2::Sha256::new()
+                        .chain_update(k.data.as_slice())
+                        .chain_update(k.day.unwrap_or(0).to_be_bytes())
+                        .finalize(),
+                )
+            })
+            .collect();
+        let mut fresh: HashSet<String> = HashSet::new();
+        if !digests.is_empty() {
+            let rows: Vec<serde_json::Value> = digests
+                .iter()
+                .zip(&import.keys)
+                .map(|(d, k)| serde_json::json!([d, k.day.unwrap_or(received_day as u32)]))
+                .collect();
+            for row in sqlx::query(self.bulk().insert_seen)
+                .bind(serde_json::Value::Array(rows).to_string())
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                fresh.insert(row.try_get("d")?);
             }
-            sqlx::query(
-                "INSERT INTO keys (mode, day, data, days_since_onset, origin, visited, received_day) \
-                 VALUES ($1, $2, $3, $4, $5, '', $6)",
-            )
-            .bind(i64::from(k.mode.code()))
-            .bind(k.day.map(i64::from))
-            .bind(k.data.clone())
-            .bind(k.days_since_onset.map(i64::from))
-            .bind(&k.origin)
-            .bind(received_day)
-            .execute(&mut *tx)
-            .await?;
-            new += 1;
+        }
+        let rows: Vec<serde_json::Value> = digests
+            .iter()
+            .zip(&import.keys)
+            .filter(|(d, _)| fresh.remove(*d))
+            .map(|(_, k)| {
+                serde_json::json!([
+                    k.mode.code(),
+                    k.day,
+                    hex::encode(&k.data),
+                    k.days_since_onset,
+                    k.origin,
+                    ""
+                ])
+            })
+            .collect();
+        let new = rows.len();
+        if !rows.is_empty() {
+            sqlx::query(self.bulk().insert_keys)
+                .bind(serde_json::Value::Array(rows).to_string())
+                .bind(received_day)
+                .execute(&mut *tx)
+                .await?;
         }
         if let Some((origin, bits, items)) = &import.filter {
             sqlx::query(
