@@ -46,6 +46,8 @@ mod hpke_seal;
 mod measurement;
 pub mod noise;
 mod report;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 
