@@ -50,6 +50,8 @@ mod report;
 pub mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vectors;
 
 pub use aggregate::{
     aggregate, helper_prepare, merge, unshard, AggregateShare, HelperInput, HelperOutput,

@@ -280,3 +280,32 @@ fn noisy_counts_stay_near_the_truth() {
     let counts = unshard(&leader, &helper, 1).expect("unshard");
     assert!(counts.buckets.iter().all(|c| *c < 40), "{counts:?}");
 }
+
+/// A two-hot report for the vectors: bucket 0 and bucket 1 both set.
+pub(crate) fn two_hot(
+    leader: &AggregatorKeyPair,
+    helper: &AggregatorConfig,
+    now: Timestamp,
+    day: DayNumber,
+    region: &RegionId,
+) -> Report {
+    let f = Fixture {
+        rng: ChaCha20Rng::seed_from_u64(77),
+        leader: leader.clone(),
+        helper: AggregatorKeyPair::generate(&mut ChaCha20Rng::seed_from_u64(0)),
+        verify_key: VerifyKey::generate(&mut ChaCha20Rng::seed_from_u64(0)),
+        region: region.clone(),
+        day,
+        now,
+    };
+    let mut rng = ChaCha20Rng::seed_from_u64(78);
+    let m = Measurement::from_bucket(0).expect("bucket");
+    let mut report =
+        prepare_report(&m, now, day, region, &leader.config(), helper, &mut rng).expect("report");
+    reseal_leader(&f, &mut report, |plain| {
+        let x = Field128::get_decoded(&plain[16..32]).expect("field element");
+        let y = x + Field128::from(1u128);
+        plain[16..32].copy_from_slice(&y.get_encoded().expect("encodes"));
+    });
+    report
+}
