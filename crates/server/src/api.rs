@@ -24,7 +24,7 @@ use utoipa_axum::routes;
 pub struct ApiJson<T>(pub T);
 
 /// Largest body the helper takes from the leader: a day of up to about
-/// 100,000 reports.
+/// 70,000 reports (≈ 920 bytes each, SPEC §19.4).
 pub const HELPER_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Every route of the API, with its OpenAPI description.
@@ -50,7 +50,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::aggregator::aggregate_now))
         .merge(
             // A day's batch is one request to the helper: larger than any
-            // phone's body (≈ 600 bytes a report, SPEC §19.4).
+            // phone's body (SPEC §19.4).
             OpenApiRouter::new()
                 .routes(routes!(crate::aggregator::helper_aggregate))
                 .layer(axum::extract::DefaultBodyLimit::max(HELPER_BODY_LIMIT)),
