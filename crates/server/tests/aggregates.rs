@@ -33,6 +33,7 @@ impl Drop for Proc {
 }
 
 fn start(data_dir: &Path, aggregator_table: &str) -> Proc {
+    let log = std::fs::File::create(data_dir.join("server.log")).expect("log file");
     let config = data_dir.join("server.toml");
     std::fs::write(&config, format!("[aggregator]\n{aggregator_table}")).expect("config");
     let child = Command::new(BIN)
@@ -47,8 +48,9 @@ fn start(data_dir: &Path, aggregator_table: &str) -> Proc {
         .arg(&config)
         .arg("--data-dir")
         .arg(data_dir)
+        .env("GREENLIGHT_LOG", "debug")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         .spawn()
         .expect("server starts");
     let mut proc = Proc {
@@ -169,8 +171,10 @@ async fn leader_and_helper_release_exact_counts_once() {
         (m, r)
     };
     let mut first = None;
+    let mut sent = Vec::new();
     for i in 0..MIN - 1 {
         let (m, report) = make(i, &mut rng);
+        sent.push(report.clone());
         assert_eq!(
             submit(&client, &leader.base, &report).await,
             (201, String::new())
@@ -336,4 +340,27 @@ async fn leader_and_helper_release_exact_counts_once() {
         .await
         .expect("send");
     assert_eq!(r.status(), 401);
+
+    // Neither aggregator's log holds anything of a report.
+    drop((leader, helper));
+    for dir in [leader_dir.path(), helper_dir.path()] {
+        let log = std::fs::read_to_string(dir.join("server.log")).expect("log");
+        assert!(
+            log.contains("aggregated a day"),
+            "the log was captured:\n{log}"
+        );
+        for r in &sent {
+            for secret in [
+                &r.report_id,
+                &r.public_share,
+                &r.leader_share.enc,
+                &r.helper_share.enc,
+            ] {
+                assert!(
+                    !log.contains(secret.as_str()),
+                    "the log holds {secret}:\n{log}"
+                );
+            }
+        }
+    }
 }
