@@ -140,3 +140,34 @@ pub async fn report_loop(
         wait = Duration::from_secs(config.check_every_secs.max(60));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use greenlight_protocol::{Colour, RegionId};
+
+    #[test]
+    fn the_measurement_says_what_happened_that_day() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let today = DayNumber(20_500);
+        let yesterday = today.offset(-1);
+        let region = RegionId::new("CH").expect("region");
+        let mut phone = Phone::open(dir.path(), region, today).expect("phone opens");
+        let before = measurement_for(&phone, yesterday);
+        assert_eq!(
+            before,
+            Measurement {
+                colour: Colour::Green,
+                notified: false,
+                uploaded: false
+            }
+        );
+        phone.record_positive_test(yesterday).expect("recorded");
+        let after = measurement_for(&phone, yesterday);
+        assert_eq!((after.colour, after.uploaded), (Colour::Red, true));
+        assert!(
+            !measurement_for(&phone, today).uploaded,
+            "uploaded that day only"
+        );
+    }
+}

@@ -40,8 +40,10 @@ pub struct Aggregator {
     verify_key: VerifyKey,
     token: String,
     http: reqwest::Client,
-    /// One aggregation at a time, so a day is never aggregated twice.
-    lock: tokio::sync::Mutex<()>,
+    /// Aggregation holds it exclusively, so a day is aggregated once and
+    /// no report is stored for a day while it is being closed; storing a
+    /// report holds it shared.
+    lock: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Aggregator {
@@ -74,7 +76,7 @@ impl Aggregator {
             verify_key,
             token,
             http,
-            lock: tokio::sync::Mutex::new(()),
+            lock: tokio::sync::RwLock::new(()),
         }))
     }
 }
@@ -230,6 +232,15 @@ async fn accept_report(state: &AppState, a: &Aggregator, report: &Report) -> Res
     }
     let id = report.id().map_err(report_error)?;
     check_time(report, state.clock.now(), a.settings.max_report_age_secs)?;
+    // Open the leader's share now, so a phone hears at once about a wrong
+    // key; the share itself is dropped, only the sealed report is stored.
+    let (keys, verify_key, r) = (a.keys.clone(), a.verify_key.clone(), report.clone());
+    tokio::task::spawn_blocking(move || LeaderPrep::start(&r, &keys, &verify_key).map(drop))
+        .await
+        .map_err(ApiError::storage)?
+        .map_err(report_error)?;
+    let body = serde_json::to_string(report).map_err(ApiError::storage)?;
+    let _shared = a.lock.read().await;
     if state
         .store
         .aggregate_of(report.day.0)
@@ -243,14 +254,6 @@ async fn accept_report(state: &AppState, a: &Aggregator, report: &Report) -> Res
             "this day was already aggregated",
         ));
     }
-    // Open the leader's share now, so a phone hears at once about a wrong
-    // key; the share itself is dropped, only the sealed report is stored.
-    let (keys, verify_key, r) = (a.keys.clone(), a.verify_key.clone(), report.clone());
-    tokio::task::spawn_blocking(move || LeaderPrep::start(&r, &keys, &verify_key).map(drop))
-        .await
-        .map_err(ApiError::storage)?
-        .map_err(report_error)?;
-    let body = serde_json::to_string(report).map_err(ApiError::storage)?;
     let fresh = state
         .store
         .insert_report(&id, report.day.0, report.time as i64, &body)
@@ -381,7 +384,7 @@ pub async fn helper_aggregate(
             "a report appears twice in the batch",
         ));
     }
-    let _guard = a.lock.lock().await;
+    let _guard = a.lock.write().await;
     let digest = ids_digest(&req.reports);
     if let Some((earlier, response)) = state
         .store
@@ -612,7 +615,7 @@ pub async fn aggregate_day(
     a: &Aggregator,
     day: DayNumber,
 ) -> Result<AggregateRecord, ApiError> {
-    let _guard = a.lock.lock().await;
+    let _guard = a.lock.write().await;
     if state
         .store
         .aggregate_of(day.0)
