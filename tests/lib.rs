@@ -3,7 +3,8 @@
 //! End-to-end tests across crates, one file per story: `story.rs` (the
 //! demo's story, every colour and date), `bad_servers.rs` (a phone against
 //! dead, lying, truncating and altering servers) and `federation.rs`
-//! (three regions recognizing each other). The library starts real
+//! (three regions recognizing each other), `aggregates.rs` (a phone's
+//! daily aggregate report through leader and helper). The library starts real
 //! servers on loopback for them and for the CLI's process tests.
 
 #![warn(missing_docs)]

@@ -32,6 +32,10 @@ pub struct MatchedWindow {
     pub ephid: String,
     /// What the match found.
     pub exposure: Exposure,
+    /// The day the phone found the match (told the user): what the daily
+    /// aggregate report counts as "notified" (SPEC §19.1).
+    #[serde(default)]
+    pub matched_on: Option<DayNumber>,
 }
 
 impl MatchedWindow {
@@ -245,6 +249,7 @@ impl Phone {
                 let m = MatchedWindow {
                     ephid: hex::encode(windows[n].ephid.0),
                     exposure,
+                    matched_on: Some(today),
                 };
                 if self.seen.contains(&m.identity()) {
                     continue;

@@ -62,6 +62,10 @@ pub struct DaemonConfig {
     /// 14 days); past it, new sightings are dropped and counted, nothing
     /// stored is lost.
     pub max_store_mib: u64,
+    /// The daily aggregate report (`[aggregator]` table, SPEC §19); none
+    /// is sent without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregator: Option<crate::report::ReportConfig>,
 }
 
 impl Default for DaemonConfig {
@@ -79,6 +83,7 @@ impl Default for DaemonConfig {
             scan_every_secs: duty.scan_every_secs,
             tx_power_dbm: duty.tx_power_dbm,
             max_store_mib: 64,
+            aggregator: None,
         }
     }
 }
@@ -116,6 +121,13 @@ impl DaemonConfig {
         }
         if self.max_store_mib < 1 {
             return Err(Error::Config("max_store_mib: at least 1".into()));
+        }
+        if let Some(a) = &self.aggregator {
+            if !(a.leader_url.starts_with("http://") || a.leader_url.starts_with("https://")) {
+                return Err(Error::Config(
+                    "aggregator.leader_url: an http:// or https:// URL".into(),
+                ));
+            }
         }
         if !(0.0..=1.0).contains(&self.chaff_probability) {
             return Err(Error::Config("chaff_probability: between 0 and 1".into()));
@@ -213,12 +225,23 @@ pub async fn run<R: Radio>(
         config.chaff_probability,
         shutdown.clone(),
     ));
+    let report_task = config.aggregator.clone().map(|a| {
+        tokio::spawn(crate::report::report_loop(
+            a,
+            phone.clone(),
+            wall_clock,
+            shutdown.clone(),
+        ))
+    });
     if let Some(radio) = radio {
         radio_loop(radio, config.duty_cycle(), phone.clone(), shutdown.clone()).await;
     } else {
         shutdown.cancelled().await;
     }
     let _ = sync_task.await;
+    if let Some(task) = report_task {
+        let _ = task.await;
+    }
     let _ = api_task.await;
     let _ = std::fs::remove_file(&socket);
     Ok(())

@@ -23,6 +23,10 @@ use utoipa_axum::routes;
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
+/// Largest body the helper takes from the leader: a day of up to about
+/// 70,000 reports (≈ 920 bytes each, SPEC §19.4).
+pub const HELPER_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
 /// Every route of the API, with its OpenAPI description.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -40,6 +44,17 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_federation_batches))
         .routes(routes!(get_federation_batch))
         .routes(routes!(pull_peers))
+        .routes(routes!(crate::aggregator::aggregator_config))
+        .routes(routes!(crate::aggregator::submit_report))
+        .routes(routes!(crate::aggregator::read_aggregates))
+        .routes(routes!(crate::aggregator::aggregate_now))
+        .merge(
+            // A day's batch is one request to the helper: larger than any
+            // phone's body (SPEC §19.4).
+            OpenApiRouter::new()
+                .routes(routes!(crate::aggregator::helper_aggregate))
+                .layer(axum::extract::DefaultBodyLimit::max(HELPER_BODY_LIMIT)),
+        )
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(metrics_text))
@@ -64,7 +79,7 @@ fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -72,7 +87,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
-fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = bearer(headers)
         .ok_or_else(|| ApiError::unauthorized("an admin bearer token is required"))?;
     // Compare digests in constant time: neither content nor length leaks.

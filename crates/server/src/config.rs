@@ -46,6 +46,54 @@ pub struct Config {
     pub federation_interval_secs: u64,
     /// A peer request taking longer than this many seconds fails.
     pub federation_timeout_secs: u64,
+    /// Aggregate counts (`[aggregator]` table, SPEC §19).
+    pub aggregator: AggregatorSettings,
+}
+
+/// Which aggregator this server is, if any (SPEC §19.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AggregatorRole {
+    /// No aggregate reports: the routes answer 404.
+    #[default]
+    Off,
+    /// Takes phones' reports, asks the helper, releases counts to the authority.
+    Leader,
+    /// Checks and adds its shares when the leader asks; run by another organization.
+    Helper,
+}
+
+/// The `[aggregator]` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregatorSettings {
+    /// `off` (default), `leader` or `helper`.
+    pub role: AggregatorRole,
+    /// Leader: the helper's base URL.
+    pub helper_url: String,
+    /// A day is aggregated only with at least this many valid reports.
+    pub min_batch_reports: usize,
+    /// Leader: reports older than this many seconds are refused as stale.
+    pub max_report_age_secs: u64,
+    /// Leader: seconds between checks for a finished day to aggregate.
+    pub aggregate_interval_secs: u64,
+    /// If set, this aggregator adds two-sided geometric noise of scale
+    /// 1/ε to each bucket of its aggregate share (SPEC §19.6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dp_epsilon: Option<f64>,
+}
+
+impl Default for AggregatorSettings {
+    fn default() -> Self {
+        AggregatorSettings {
+            role: AggregatorRole::Off,
+            helper_url: String::new(),
+            min_batch_reports: 100,
+            max_report_age_secs: 2 * 86_400,
+            aggregate_interval_secs: 3600,
+            dp_epsilon: None,
+        }
+    }
 }
 
 /// One recognized region.
@@ -97,6 +145,7 @@ impl Default for Config {
             peers: Vec::new(),
             federation_interval_secs: 300,
             federation_timeout_secs: 30,
+            aggregator: AggregatorSettings::default(),
         }
     }
 }
@@ -193,6 +242,29 @@ impl Config {
                 field: "peers.public_key",
                 reason,
             })?;
+        }
+        let a = &self.aggregator;
+        if a.role == AggregatorRole::Leader
+            && !(a.helper_url.starts_with("http://") || a.helper_url.starts_with("https://"))
+        {
+            return bad(
+                "aggregator.helper_url",
+                "a leader needs the helper's http:// or https:// URL",
+            );
+        }
+        if !(1..=10_000_000).contains(&a.min_batch_reports) {
+            return bad("aggregator.min_batch_reports", "must be in 1..=10000000");
+        }
+        if !(60..=30 * 86_400).contains(&a.max_report_age_secs) {
+            return bad("aggregator.max_report_age_secs", "must be in 60..=2592000");
+        }
+        if a.aggregate_interval_secs == 0 {
+            return bad("aggregator.aggregate_interval_secs", "must be at least 1");
+        }
+        if a.dp_epsilon
+            .is_some_and(|e| !(e.is_finite() && e > 0.0 && e <= 20.0))
+        {
+            return bad("aggregator.dp_epsilon", "must be in (0, 20]");
         }
         let url = &self.database_url;
         if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {

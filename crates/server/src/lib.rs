@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod aggregator;
 pub mod api;
 pub mod config;
 pub mod error;
@@ -114,6 +115,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Recognized regions.
     pub peers: Arc<Vec<federation::Peer>>,
+    /// The aggregator this server is, if any (SPEC §19).
+    pub aggregator: Option<Arc<aggregator::Aggregator>>,
 }
 
 fn metrics_handle() -> PrometheusHandle {
@@ -202,7 +205,11 @@ impl Server {
             .iter()
             .map(|p| federation::Peer::new(p, timeout))
             .collect::<Result<Vec<_>>>()?;
+        let aggregator =
+            aggregator::Aggregator::open(&config.aggregator, &config.data_dir, timeout)?
+                .map(Arc::new);
         let state = AppState {
+            aggregator,
             verify_limiter: limiter(config.verify_per_second),
             upload_limiter: limiter(config.upload_per_second),
             config: Arc::new(config),
@@ -280,6 +287,12 @@ impl Server {
                 ))
             })
             .collect();
+        let aggregation = match &self.state.aggregator {
+            Some(a) if a.role == config::AggregatorRole::Leader => Some(tokio::spawn(
+                aggregator::run_schedule(self.state.clone(), a.clone(), shutdown.clone()),
+            )),
+            _ => None,
+        };
         let stop = shutdown.clone();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -289,6 +302,9 @@ impl Server {
         let _ = scheduler.await;
         for p in pullers {
             let _ = p.await;
+        }
+        if let Some(task) = aggregation {
+            let _ = task.await;
         }
         let Server {
             state, writer_task, ..

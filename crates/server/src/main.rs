@@ -101,6 +101,21 @@ enum AuthorityAction {
     PublishNow,
     /// Pull from every recognized peer region now.
     PullPeers,
+    /// Print the aggregate counts released for a day (leader aggregator).
+    Aggregates {
+        /// The day, YYYY-MM-DD.
+        #[arg(long)]
+        day: String,
+        /// The region (default: the server's).
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Aggregate a finished day now, with the helper (leader aggregator).
+    Aggregate {
+        /// The day, YYYY-MM-DD.
+        #[arg(long)]
+        day: String,
+    },
 }
 
 fn parse_day(text: &str) -> Result<u32> {
@@ -218,6 +233,14 @@ async fn authority(args: AuthorityArgs) -> Result<()> {
         }
         AuthorityAction::PublishNow => client.post(url("/v1/authority/publish")),
         AuthorityAction::PullPeers => client.post(url("/v1/authority/federation/pull")),
+        AuthorityAction::Aggregates { day, region } => {
+            let mut query = vec![("day", parse_day(&day)?.to_string())];
+            query.extend(region.map(|r| ("region", r)));
+            client.get(url("/v1/authority/aggregates")).query(&query)
+        }
+        AuthorityAction::Aggregate { day } => client
+            .post(url("/v1/authority/aggregate"))
+            .json(&serde_json::json!({ "day": parse_day(&day)? })),
     };
     let response = request
         .bearer_auth(token)

@@ -799,6 +799,16 @@ impl Store {
             .bind(before_secs)
             .execute(&mut *tx)
             .await?;
+        // Aggregate reports never aggregated (batch below the minimum) and
+        // the helper's replay list age out with everything else.
+        sqlx::query("DELETE FROM reports WHERE day < $1")
+            .bind(i64::from(day))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM helper_seen WHERE day < $1")
+            .bind(i64::from(day))
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Expired {
             keys,
@@ -848,4 +858,181 @@ async fn bump_in(tx: &mut sqlx::Transaction<'_, sqlx::Any>, name: &str, by: i64)
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Counts released for one day (SPEC §19.4), as stored by the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AggregateRecord {
+    /// The day the reports describe.
+    pub day: u32,
+    /// Valid reports counted.
+    pub reports: u64,
+    /// Reports excluded because a check failed.
+    pub invalid: u64,
+    /// Count per histogram bucket (SPEC §19.1), noisy if `dp_epsilon` is set.
+    pub buckets: Vec<u64>,
+    /// The ε each aggregator's noise used, empty without noise.
+    pub dp_epsilon: String,
+}
+
+/// What the helper answered for a day's batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HelperBatch {
+    /// Recorded now.
+    Recorded,
+    /// The same report ids were aggregated before: here is the answer given then.
+    Repeated(String),
+    /// The day was aggregated with other reports, or a report id was
+    /// already counted in another batch.
+    Refused,
+}
+
+impl Store {
+    /// Stores a phone's report for the leader; false if its id is known.
+    pub async fn insert_report(
+        &self,
+        id: &[u8; 16],
+        day: u32,
+        time: i64,
+        body: &str,
+    ) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO reports (report_id, day, time, body) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (report_id) DO NOTHING",
+        )
+        .bind(id.to_vec())
+        .bind(i64::from(day))
+        .bind(time)
+        .bind(body)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// The stored reports of `day` (their JSON), in arrival order of id.
+    pub async fn reports_of_day(&self, day: u32) -> Result<Vec<String>> {
+        sqlx::query("SELECT body FROM reports WHERE day = $1 ORDER BY report_id")
+            .bind(i64::from(day))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok(r.try_get("body")?))
+            .collect()
+    }
+
+    /// The counts released for `day`, if it was aggregated.
+    pub async fn aggregate_of(&self, day: u32) -> Result<Option<AggregateRecord>> {
+        let row = sqlx::query(
+            "SELECT day, reports, invalid, buckets, dp_epsilon FROM aggregates WHERE day = $1",
+        )
+        .bind(i64::from(day))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let buckets: String = r.try_get("buckets")?;
+            Ok(AggregateRecord {
+                day: r.try_get::<i64, _>("day")? as u32,
+                reports: r.try_get::<i64, _>("reports")? as u64,
+                invalid: r.try_get::<i64, _>("invalid")? as u64,
+                buckets: serde_json::from_str(&buckets)
+                    .map_err(|e| StoreError::Corrupt(format!("aggregate buckets: {e}")))?,
+                dp_epsilon: r.try_get("dp_epsilon")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records a day's counts and deletes its reports, in one transaction;
+    /// false (and nothing changed) if the day was already aggregated.
+    pub async fn record_aggregate(&self, a: &AggregateRecord, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "INSERT INTO aggregates (day, reports, invalid, buckets, dp_epsilon, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (day) DO NOTHING",
+        )
+        .bind(i64::from(a.day))
+        .bind(a.reports as i64)
+        .bind(a.invalid as i64)
+        .bind(serde_json::to_string(&a.buckets).unwrap_or_default())
+        .bind(&a.dp_epsilon)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM reports WHERE day = $1")
+            .bind(i64::from(a.day))
+            .execute(&mut *tx)
+            .await?;
+        bump_in(&mut tx, "aggregate_reports_counted", a.reports as i64).await?;
+        bump_in(&mut tx, "aggregate_reports_invalid", a.invalid as i64).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The helper's earlier answer for `day`: digest of its report ids and
+    /// the response.
+    pub async fn helper_batch(&self, day: u32) -> Result<Option<(String, String)>> {
+        let row = sqlx::query("SELECT ids_digest, response FROM helper_batches WHERE day = $1")
+            .bind(i64::from(day))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("ids_digest")?, r.try_get("response")?)))
+            .transpose()
+    }
+
+    /// Records the helper's batch for `day` with every report id it counts,
+    /// all or nothing: refused if the day or any id was counted before.
+    pub async fn record_helper_batch(
+        &self,
+        day: u32,
+        ids: &[[u8; 16]],
+        ids_digest: &str,
+        response: &str,
+        now: i64,
+    ) -> Result<HelperBatch> {
+        if let Some((digest, earlier)) = self.helper_batch(day).await? {
+            return Ok(if digest == ids_digest {
+                HelperBatch::Repeated(earlier)
+            } else {
+                HelperBatch::Refused
+            });
+        }
+        let mut tx = self.pool.begin().await?;
+        for id in ids {
+            let fresh = sqlx::query(
+                "INSERT INTO helper_seen (report_id, day) VALUES ($1, $2) ON CONFLICT (report_id) DO NOTHING",
+            )
+            .bind(id.to_vec())
+            .bind(i64::from(day))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if fresh == 0 {
+                tx.rollback().await?;
+                return Ok(HelperBatch::Refused);
+            }
+        }
+        let n = sqlx::query(
+            "INSERT INTO helper_batches (day, ids_digest, response, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (day) DO NOTHING",
+        )
+        .bind(i64::from(day))
+        .bind(ids_digest)
+        .bind(response)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            tx.rollback().await?;
+            return Ok(HelperBatch::Refused);
+        }
+        bump_in(&mut tx, "helper_reports_counted", ids.len() as i64).await?;
+        tx.commit().await?;
+        Ok(HelperBatch::Recorded)
+    }
 }

@@ -551,6 +551,8 @@ async fn openapi_document_lists_exactly_the_routes() {
         "GET /healthz",
         "GET /metrics",
         "GET /readyz",
+        "GET /v1/aggregator/config",
+        "GET /v1/authority/aggregates",
         "GET /v1/authority/stats",
         "GET /v1/batches",
         "GET /v1/batches/{number}",
@@ -558,9 +560,12 @@ async fn openapi_document_lists_exactly_the_routes() {
         "GET /v1/federation/{peer}/batches/{number}",
         "GET /v1/policy",
         "GET /v1/public-key",
+        "POST /v1/aggregator/aggregate",
+        "POST /v1/authority/aggregate",
         "POST /v1/authority/codes",
         "POST /v1/authority/federation/pull",
         "POST /v1/authority/publish",
+        "POST /v1/reports",
         "POST /v1/upload",
         "POST /v1/verify",
         "PUT /v1/authority/policy",
@@ -773,6 +778,82 @@ async fn federation_imports_are_deduplicated_and_the_cursor_survives_reopening()
         let filters = store.pending_filters().await.expect("filters");
         assert_eq!(filters.len(), 1, "{db:?}");
         assert_eq!((filters[0].1.as_str(), filters[0].3), ("BB", 3));
+        store.close().await;
+        if db == Db::Postgres {
+            common::drop_postgres(&url).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn aggregate_storage_counts_nothing_twice() {
+    use greenlight_server::store::{AggregateRecord, HelperBatch, Store};
+    for db in backends() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match db {
+            Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+            Db::Postgres => common::fresh_postgres().await,
+        };
+        let store = Store::open(&url).await.expect("opens");
+        let (a, b) = ([1u8; 16], [2u8; 16]);
+        assert!(store
+            .insert_report(&a, 20, 100, "{}")
+            .await
+            .expect("insert"));
+        assert!(
+            !store
+                .insert_report(&a, 20, 101, "{}")
+                .await
+                .expect("insert"),
+            "{db:?}: duplicate id"
+        );
+        assert!(store
+            .insert_report(&b, 20, 102, "{}")
+            .await
+            .expect("insert"));
+        assert_eq!(store.reports_of_day(20).await.expect("read").len(), 2);
+        let record = AggregateRecord {
+            day: 20,
+            reports: 2,
+            invalid: 0,
+            buckets: vec![1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            dp_epsilon: String::new(),
+        };
+        assert!(store.record_aggregate(&record, 1).await.expect("record"));
+        assert!(
+            !store.record_aggregate(&record, 2).await.expect("record"),
+            "{db:?}: once"
+        );
+        assert_eq!(store.aggregate_of(20).await.expect("read"), Some(record));
+        assert!(
+            store.reports_of_day(20).await.expect("read").is_empty(),
+            "reports deleted"
+        );
+        // The helper: a day once, a report once, the same batch answered again.
+        let first = store
+            .record_helper_batch(20, &[a, b], "d1", "answer", 1)
+            .await
+            .expect("helper");
+        assert_eq!(first, HelperBatch::Recorded);
+        let again = store
+            .record_helper_batch(20, &[a, b], "d1", "other", 2)
+            .await
+            .expect("helper");
+        assert_eq!(again, HelperBatch::Repeated("answer".into()));
+        let other_day = store
+            .record_helper_batch(21, &[a], "d2", "x", 3)
+            .await
+            .expect("helper");
+        assert_eq!(
+            other_day,
+            HelperBatch::Refused,
+            "{db:?}: a report is counted once"
+        );
+        assert_eq!(
+            store.helper_batch(21).await.expect("read"),
+            None,
+            "nothing half-recorded"
+        );
         store.close().await;
         if db == Db::Postgres {
             common::drop_postgres(&url).await;
