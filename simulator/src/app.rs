@@ -24,12 +24,13 @@ use crate::radio;
 use crate::rng::{self, Stream};
 use crate::scenario::{Mode, Scenario};
 use greenlight_protocol::ed25519_dalek::SigningKey;
+use greenlight_protocol::keys::{EPHID_KEYSTREAM_LEN, EPHID_LEN};
 use greenlight_protocol::status::Cause;
 use greenlight_protocol::time::{EPOCHS_PER_DAY, EPOCH_SECONDS, RETENTION_DAYS};
 use greenlight_protocol::{
     evaluate, BatchNumber, BatchPayload, Colour, DailyKey, DayNumber, EncryptedMetadata, EphId,
-    EphIdGenerator, EpochFilter, EpochHash, EpochIndex, Exposure, ExposurePolicy, KeyBatch,
-    MatchIndex, MatchOptions, Metadata, ObservedWindow, PositiveTest, PublishedKey, RegionId, Rssi,
+    EpochFilter, EpochHash, EpochIndex, Exposure, ExposurePolicy, KeyBatch, MatchIndex,
+    MatchOptions, Metadata, ObservedWindow, PositiveTest, PublishedKey, RegionId, Rssi,
     StatusInput, Timestamp,
 };
 use rand::SeedableRng;
@@ -219,71 +220,83 @@ impl Phones {
             .iter()
             .filter(|c| pop.app[c.a as usize] && pop.app[c.b as usize])
             .collect();
-        let mut broadcasting = vec![false; n];
+        // Each phone's contacts, so that a sender derives its day's EphIDs
+        // once (one keystream run) for all the phones that hear it.
+        let mut heard_by = vec![0u32; n + 1];
         for c in &app {
-            broadcasting[c.a as usize] = true;
-            broadcasting[c.b as usize] = true;
+            heard_by[c.a as usize + 1] += 1;
+            heard_by[c.b as usize + 1] += 1;
         }
+        for i in 0..n {
+            heard_by[i + 1] += heard_by[i];
+        }
+        let mut next = heard_by.clone();
+        let mut contact_of = vec![0u32; heard_by[n] as usize];
+        for (i, c) in app.iter().enumerate() {
+            for end in [c.a, c.b] {
+                contact_of[next[end as usize] as usize] = i as u32;
+                next[end as usize] += 1;
+            }
+        }
+        drop(next);
         let pday = protocol_day(day);
         let seed = self.seed;
-        let generators: Vec<Option<EphIdGenerator>> = (0..n as u32)
-            .into_par_iter()
-            .map(|a| {
-                broadcasting[a as usize].then(|| daily_key(seed, a, day).ephid_generator(pday))
-            })
-            .collect();
         let metadata = Metadata {
             tx_power_dbm: s.radio.tx_power_dbm,
         };
         let cap = s.app.max_windows_per_contact;
         let day_offset = day * 86_400;
-        let directed: Vec<(u32, WindowRecord)> = app
-            .par_iter()
-            .enumerate()
-            .flat_map_iter(|(i, c)| {
-                let windows = u32::from(c.minutes).div_ceil(15).clamp(1, cap);
-                let key = (u64::from(c.a) << 32) | u64::from(c.b);
-                let latest = EPOCHS_PER_DAY - windows;
-                let span = latest.saturating_sub(FIRST_CONTACT_EPOCH) + 1;
-                let start = FIRST_CONTACT_EPOCH
-                    + (rng::uniform(seed, Stream::Radio, u64::from(day), key, i as u64)
-                        * f64::from(span)) as u32;
-                let start = start.min(latest);
-                let generators = &generators;
-                (0..windows).flat_map(move |w| {
-                    let minutes = (u32::from(c.minutes).saturating_sub(15 * w)).clamp(1, 15);
-                    let epoch = start + w;
-                    let loss = radio::path_loss(&s.radio, seed, key, c.kind, u64::from(w));
-                    let first_seen = day_offset + epoch * EPOCH_SECONDS as u32;
-                    let duration_secs = (minutes * SAMPLE_SECS) as u16;
-                    [(c.a, c.b), (c.b, c.a)].map(|(receiver, sender)| {
+        let directed: Vec<(u32, WindowRecord)> = (0..n as u32)
+            .into_par_iter()
+            .filter(|&a| heard_by[a as usize] < heard_by[a as usize + 1])
+            .flat_map_iter(|sender| {
+                let generator = daily_key(seed, sender, day).ephid_generator(pday);
+                let mut stream = [0u8; EPHID_KEYSTREAM_LEN];
+                generator.fill_ephids(&mut stream);
+                let range =
+                    heard_by[sender as usize] as usize..heard_by[sender as usize + 1] as usize;
+                let mut out = Vec::with_capacity(range.len() * cap as usize);
+                for &i in &contact_of[range] {
+                    let c = app[i as usize];
+                    let receiver = if c.a == sender { c.b } else { c.a };
+                    let windows = u32::from(c.minutes).div_ceil(15).clamp(1, cap);
+                    let key = (u64::from(c.a) << 32) | u64::from(c.b);
+                    let latest = EPOCHS_PER_DAY - windows;
+                    let span = latest.saturating_sub(FIRST_CONTACT_EPOCH) + 1;
+                    let start = FIRST_CONTACT_EPOCH
+                        + (rng::uniform(seed, Stream::Radio, u64::from(day), key, u64::from(i))
+                            * f64::from(span)) as u32;
+                    let start = start.min(latest);
+                    for w in 0..windows {
+                        let minutes = (u32::from(c.minutes).saturating_sub(15 * w)).clamp(1, 15);
+                        let epoch = start + w;
                         let index = EpochIndex::new(epoch as u8)
                             .expect("contact epochs lie within the day");
-                        let beacon = generators[sender as usize]
-                            .as_ref()
-                            .expect("every app user in an app contact broadcasts")
-                            .beacon(index, metadata);
-                        let rssi = radio::rssi(
-                            &s.radio,
-                            loss,
-                            pop.tx_error_db[sender as usize],
-                            pop.rx_error_db[receiver as usize],
-                        );
-                        (
+                        let at = usize::from(index.get()) * EPHID_LEN;
+                        let mut ephid = [0u8; EPHID_LEN];
+                        ephid.copy_from_slice(&stream[at..at + EPHID_LEN]);
+                        // The channel is reciprocal: both phones see the same loss.
+                        let loss = radio::path_loss(&s.radio, seed, key, c.kind, u64::from(w));
+                        out.push((
                             receiver,
                             WindowRecord {
-                                ephid: beacon.ephid.0,
-                                metadata: beacon.metadata.0,
-                                first_seen,
-                                duration_secs,
-                                rssi,
+                                ephid,
+                                metadata: generator.encrypt_metadata(index, metadata).0,
+                                first_seen: day_offset + epoch * EPOCH_SECONDS as u32,
+                                duration_secs: (minutes * SAMPLE_SECS) as u16,
+                                rssi: radio::rssi(
+                                    &s.radio,
+                                    loss,
+                                    pop.tx_error_db[sender as usize],
+                                    pop.rx_error_db[receiver as usize],
+                                ),
                             },
-                        )
-                    })
-                })
+                        ));
+                    }
+                }
+                out
             })
             .collect();
-        drop(generators);
 
         // Counting sort by receiver, keeping generation order: deterministic.
         let mut offsets = vec![0u32; n + 1];

@@ -182,8 +182,14 @@ fn main() -> anyhow::Result<()> {
                 u64::from(s.days) * values.len() as u64,
                 &parameter,
             );
-            let points = sweep::run(&s, &parameter, &values, |_, _| pb.inc(1))?;
+            let runs = sweep::run(&s, &parameter, &values, |_, _| pb.inc(1))?;
             pb.finish_and_clear();
+            for (v, run) in &runs {
+                let name = format!("daily-{parameter}-{v}.csv");
+                report::write(&input.out.join(name), &report::daily_csv(&run.days))?;
+            }
+            let points: Vec<(f64, greenlight_sim::Summary)> =
+                runs.into_iter().map(|(v, r)| (v, r.summary)).collect();
             report::write(
                 &input.out.join("sweep.csv"),
                 &sweep::csv(&parameter, &points),

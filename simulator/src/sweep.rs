@@ -2,7 +2,7 @@
 //! one CSV and one plot.
 
 use crate::scenario::{Scenario, ScenarioError};
-use crate::sim::{self, Summary};
+use crate::sim::{self, RunResult, Summary};
 use std::fmt::Write as _;
 
 /// Parses `0,0.2,0.5` or a range `start:end:step` (end included).
@@ -46,7 +46,7 @@ pub fn run(
     parameter: &str,
     values: &[f64],
     mut progress: impl FnMut(usize, u32),
-) -> anyhow::Result<Vec<(f64, Summary)>> {
+) -> anyhow::Result<Vec<(f64, RunResult)>> {
     let scenarios: Vec<Scenario> = values
         .iter()
         .map(|&v| base.with_parameter(parameter, v))
@@ -54,7 +54,7 @@ pub fn run(
     let mut out = Vec::with_capacity(values.len());
     for (i, (s, &v)) in scenarios.iter().zip(values).enumerate() {
         let result = sim::run(s, |day| progress(i, day))?;
-        out.push((v, result.summary));
+        out.push((v, result));
     }
     Ok(out)
 }

@@ -38,6 +38,10 @@ fn adoption_sweep_writes_csv_and_plot() {
         rows[1].starts_with("0,") && rows[3].starts_with("1,"),
         "{csv}"
     );
+    assert!(
+        out.join("daily-app.adoption-0.5.csv").is_file(),
+        "one daily CSV per value"
+    );
     for plot in ["sweep.svg", "sweep.png"] {
         let meta = std::fs::metadata(out.join(plot)).expect("the plot exists");
         assert!(meta.len() > 1000, "{plot} is too small");
