@@ -1,0 +1,548 @@
+//! Exposure notification with the real protocol: every app user's phone
+//! draws daily keys, broadcasts the EphIDs they yield, records exposure
+//! windows of the phones it hears, downloads each day's key batch, matches
+//! it with [`MatchIndex`] and derives its colour with [`evaluate`].
+//!
+//! Sightings are recorded compactly: a contact between two app users gives
+//! each phone one window per 15-minute epoch of the contact (the EphID
+//! changes every epoch, so a phone could not merge them), at most
+//! `app.max_windows_per_contact`. A window keeps the EphID and sealed
+//! metadata heard, its first sighting, its length and one calibrated RSSI
+//! (the shadowing of the window); it becomes an [`ObservedWindow`] with one
+//! sample per scanned minute when the phone matches. Windows are kept for
+//! [`RETENTION_DAYS`], as on a phone.
+//!
+//! Each day the server puts the day's uploads in one batch, signs it, and
+//! every phone verifies it, prepares it once for all ([`MatchIndex::prepare`]
+//! then [`MatchIndex::with_ephid_tables`], the simulator's stand-in for
+//! millions of phones downloading the same file) and looks up every window
+//! it holds. A phone with no stored window has nothing to look up.
+
+use crate::contacts::Contact;
+use crate::population::Population;
+use crate::radio;
+use crate::rng::{self, Stream};
+use crate::scenario::{Mode, Scenario};
+use greenlight_protocol::ed25519_dalek::SigningKey;
+use greenlight_protocol::keys::{EPHID_KEYSTREAM_LEN, EPHID_LEN};
+use greenlight_protocol::status::Cause;
+use greenlight_protocol::time::{EPOCHS_PER_DAY, EPOCH_SECONDS, RETENTION_DAYS};
+use greenlight_protocol::{
+    evaluate, BatchNumber, BatchPayload, Colour, DailyKey, DayNumber, EncryptedMetadata, EphId,
+    EpochFilter, EpochHash, EpochIndex, Exposure, ExposurePolicy, KeyBatch, MatchIndex,
+    MatchOptions, Metadata, ObservedWindow, PositiveTest, PublishedKey, RegionId, Rssi,
+    StatusInput, Timestamp,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rayon::prelude::*;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Simulation day 0 is 2026-01-01.
+pub const START_DAY: DayNumber = DayNumber(20_454);
+/// The simulated health authority's region.
+pub const REGION: &str = "SIM";
+/// Seconds between two scans (one RSSI sample each), as `WindowConfig::default`.
+const SAMPLE_SECS: u32 = 60;
+/// Days a phone keeps windows and a patient may upload keys for.
+pub const RETENTION: u32 = RETENTION_DAYS;
+/// First epoch of the day in which contacts start (08:00).
+const FIRST_CONTACT_EPOCH: u32 = 32;
+
+/// One exposure window as a phone stores it.
+#[derive(Clone, Copy, Debug)]
+pub struct WindowRecord {
+    ephid: [u8; 16],
+    metadata: [u8; 4],
+    /// First sighting, seconds after the start of day 0.
+    first_seen: u32,
+    /// First to last sighting plus one scan period, seconds.
+    duration_secs: u16,
+    rssi: i8,
+}
+
+/// One day's windows, grouped by the phone that recorded them (CSR).
+#[derive(Debug, Default)]
+struct DayWindows {
+    offsets: Vec<u32>,
+    records: Vec<WindowRecord>,
+}
+
+impl DayWindows {
+    fn of(&self, agent: usize) -> &[WindowRecord] {
+        if self.offsets.is_empty() {
+            return &[];
+        }
+        &self.records[self.offsets[agent] as usize..self.offsets[agent + 1] as usize]
+    }
+}
+
+/// What the server published on one day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Publication {
+    /// People who uploaded.
+    pub uploads: u32,
+    /// Entries of the batch: daily keys (compact) or epoch hashes (unlinkable).
+    pub entries: u64,
+    /// Size of the signed batch file, bytes.
+    pub bytes: u64,
+}
+
+/// What the phones did on one day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhoneDay {
+    /// Phones that went from no exposure quarantine to one.
+    pub notified: u32,
+    /// Windows looked up in the day's batch.
+    pub windows_looked_up: u64,
+    /// Windows that matched.
+    pub matches: u64,
+}
+
+/// Time spent in each part of the protocol, for the benchmark.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProtocolTimings {
+    /// Key derivation and sighting generation.
+    pub sightings: Duration,
+    /// Batch building, signing, verification and index preparation.
+    pub publication: Duration,
+    /// Every phone's lookups.
+    pub matching: Duration,
+    /// The status engine.
+    pub status: Duration,
+}
+
+/// Every phone and the server.
+#[derive(Debug)]
+pub struct Phones {
+    seed: u64,
+    policy: ExposurePolicy,
+    options: MatchOptions,
+    region: RegionId,
+    authority: SigningKey,
+    mode: Mode,
+    /// App users, by id.
+    users: Vec<u32>,
+    /// The last RETENTION_DAYS days of windows, oldest first.
+    windows: VecDeque<DayWindows>,
+    /// Matched exposures still relevant to the colour.
+    exposures: Vec<Vec<Exposure>>,
+    /// The user's own positive test, entered when uploading.
+    positive_test: Vec<Option<PositiveTest>>,
+    /// Phones whose colour the engine must decide: with exposures or a test.
+    tracked: Vec<u32>,
+    /// The colour each phone shows.
+    pub colour: Vec<Colour>,
+    /// Whether the phone is in a quarantine caused by exposure.
+    pub exposure_quarantine: Vec<bool>,
+    batch_number: u64,
+    /// Cumulative timings.
+    pub timings: ProtocolTimings,
+}
+
+/// The daily key of `agent` on simulation day `day`: fresh randomness for
+/// every day (never chained), derived from the seed for reproducibility.
+pub fn daily_key(seed: u64, agent: u32, day: u32) -> DailyKey {
+    let mut rng = ChaCha20Rng::seed_from_u64(rng::hash(
+        seed,
+        Stream::Keys,
+        u64::from(agent),
+        u64::from(day),
+        0,
+    ));
+    DailyKey::generate(&mut rng)
+}
+
+/// The protocol day of a simulation day.
+pub fn protocol_day(day: u32) -> DayNumber {
+    START_DAY.offset(i64::from(day))
+}
+
+impl Phones {
+    /// Phones for the scenario's app users.
+    pub fn new(s: &Scenario, pop: &Population) -> anyhow::Result<Phones> {
+        let region = RegionId::new(REGION)?;
+        let mut policy = ExposurePolicy::recommended(region.clone());
+        policy.yellow_threshold_minutes = s.app.yellow_threshold_minutes;
+        policy.red_threshold_minutes = s.app.red_threshold_minutes;
+        policy.yellow_quarantine_days = s.app.yellow_quarantine_days;
+        policy.red_quarantine_days = s.app.red_quarantine_days;
+        let n = pop.len();
+        let seed_bytes = rng::hash(s.seed, Stream::Keys, u64::MAX, 0, 0).to_le_bytes();
+        Ok(Phones {
+            seed: s.seed,
+            options: MatchOptions::from(&policy),
+            policy,
+            region,
+            authority: SigningKey::from_bytes(&std::array::from_fn(|i| {
+                seed_bytes[i % 8] ^ i as u8
+            })),
+            mode: s.app.mode,
+            users: (0..n as u32).filter(|&a| pop.app[a as usize]).collect(),
+            windows: VecDeque::new(),
+            exposures: vec![Vec::new(); n],
+            positive_test: vec![None; n],
+            tracked: Vec::new(),
+            colour: vec![Colour::Green; n],
+            exposure_quarantine: vec![false; n],
+            batch_number: 0,
+            timings: ProtocolTimings::default(),
+        })
+    }
+
+    /// The policy the phones apply.
+    pub fn policy(&self) -> &ExposurePolicy {
+        &self.policy
+    }
+
+    /// Number of app users.
+    pub fn users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Windows stored on all phones.
+    pub fn stored_windows(&self) -> usize {
+        self.windows.iter().map(|d| d.records.len()).sum()
+    }
+
+    /// Records the windows of the day's contacts between two app users.
+    pub fn record_sightings(
+        &mut self,
+        s: &Scenario,
+        pop: &Population,
+        contacts: &[Contact],
+        day: u32,
+    ) {
+        let started = Instant::now();
+        let n = pop.len();
+        let app: Vec<&Contact> = contacts
+            .iter()
+            .filter(|c| pop.app[c.a as usize] && pop.app[c.b as usize])
+            .collect();
+        // Each phone's contacts, so that a sender derives its day's EphIDs
+        // once (one keystream run) for all the phones that hear it.
+        let mut heard_by = vec![0u32; n + 1];
+        for c in &app {
+            heard_by[c.a as usize + 1] += 1;
+            heard_by[c.b as usize + 1] += 1;
+        }
+        for i in 0..n {
+            heard_by[i + 1] += heard_by[i];
+        }
+        let mut next = heard_by.clone();
+        let mut contact_of = vec![0u32; heard_by[n] as usize];
+        for (i, c) in app.iter().enumerate() {
+            for end in [c.a, c.b] {
+                contact_of[next[end as usize] as usize] = i as u32;
+                next[end as usize] += 1;
+            }
+        }
+        drop(next);
+        let pday = protocol_day(day);
+        let seed = self.seed;
+        let metadata = Metadata {
+            tx_power_dbm: s.radio.tx_power_dbm,
+        };
+        let cap = s.app.max_windows_per_contact;
+        let day_offset = day * 86_400;
+        let directed: Vec<(u32, WindowRecord)> = (0..n as u32)
+            .into_par_iter()
+            .filter(|&a| heard_by[a as usize] < heard_by[a as usize + 1])
+            .flat_map_iter(|sender| {
+                let generator = daily_key(seed, sender, day).ephid_generator(pday);
+                let mut stream = [0u8; EPHID_KEYSTREAM_LEN];
+                generator.fill_ephids(&mut stream);
+                let range =
+                    heard_by[sender as usize] as usize..heard_by[sender as usize + 1] as usize;
+                let mut out = Vec::with_capacity(range.len() * cap as usize);
+                for &i in &contact_of[range] {
+                    let c = app[i as usize];
+                    let receiver = if c.a == sender { c.b } else { c.a };
+                    let windows = u32::from(c.minutes).div_ceil(15).clamp(1, cap);
+                    let key = (u64::from(c.a) << 32) | u64::from(c.b);
+                    let latest = EPOCHS_PER_DAY - windows;
+                    let span = latest.saturating_sub(FIRST_CONTACT_EPOCH) + 1;
+                    let start = FIRST_CONTACT_EPOCH
+                        + (rng::uniform(seed, Stream::Radio, u64::from(day), key, u64::from(i))
+                            * f64::from(span)) as u32;
+                    let start = start.min(latest);
+                    for w in 0..windows {
+                        let minutes = (u32::from(c.minutes).saturating_sub(15 * w)).clamp(1, 15);
+                        let epoch = start + w;
+                        let index = EpochIndex::new(epoch as u8)
+                            .expect("contact epochs lie within the day");
+                        let at = usize::from(index.get()) * EPHID_LEN;
+                        let mut ephid = [0u8; EPHID_LEN];
+                        ephid.copy_from_slice(&stream[at..at + EPHID_LEN]);
+                        // The channel is reciprocal: both phones see the same loss.
+                        let loss = radio::path_loss(&s.radio, seed, key, c.kind, u64::from(w));
+                        out.push((
+                            receiver,
+                            WindowRecord {
+                                ephid,
+                                metadata: generator.encrypt_metadata(index, metadata).0,
+                                first_seen: day_offset + epoch * EPOCH_SECONDS as u32,
+                                duration_secs: (minutes * SAMPLE_SECS) as u16,
+                                rssi: radio::rssi(
+                                    &s.radio,
+                                    loss,
+                                    pop.tx_error_db[sender as usize],
+                                    pop.rx_error_db[receiver as usize],
+                                ),
+                            },
+                        ));
+                    }
+                }
+                out
+            })
+            .collect();
+
+        // Counting sort by receiver, keeping generation order: deterministic.
+        let mut offsets = vec![0u32; n + 1];
+        for (r, _) in &directed {
+            offsets[*r as usize + 1] += 1;
+        }
+        for i in 0..n {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut next = offsets.clone();
+        let mut records = vec![
+            WindowRecord {
+                ephid: [0; 16],
+                metadata: [0; 4],
+                first_seen: 0,
+                duration_secs: 0,
+                rssi: 0,
+            };
+            directed.len()
+        ];
+        for (r, rec) in directed {
+            records[next[r as usize] as usize] = rec;
+            next[r as usize] += 1;
+        }
+        if self.windows.len() == RETENTION_DAYS as usize {
+            self.windows.pop_front();
+        }
+        self.windows.push_back(DayWindows { offsets, records });
+        self.timings.sightings += started.elapsed();
+    }
+
+    /// The windows of `agent` as [`ObservedWindow`]s in `buf` (reusing its
+    /// allocations); returns how many.
+    fn observed_windows(&self, agent: usize, buf: &mut Vec<ObservedWindow>) -> usize {
+        let base = START_DAY.start().0;
+        let mut n = 0;
+        for day in &self.windows {
+            for rec in day.of(agent) {
+                let first_seen = Timestamp(base + u64::from(rec.first_seen));
+                let last_seen = Timestamp(
+                    first_seen.0
+                        + u64::from(rec.duration_secs).saturating_sub(u64::from(SAMPLE_SECS)),
+                );
+                let samples = usize::from(rec.duration_secs) / SAMPLE_SECS as usize;
+                if n == buf.len() {
+                    buf.push(ObservedWindow {
+                        ephid: EphId(rec.ephid),
+                        metadata: EncryptedMetadata(rec.metadata),
+                        first_seen,
+                        last_seen,
+                        rssi: Vec::with_capacity(15),
+                    });
+                }
+                let w = &mut buf[n];
+                w.ephid = EphId(rec.ephid);
+                w.metadata = EncryptedMetadata(rec.metadata);
+                w.first_seen = first_seen;
+                w.last_seen = last_seen;
+                w.rssi.clear();
+                w.rssi.resize(samples.max(1), Rssi(rec.rssi));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// An app user who tested positive on `result_day` and consented
+    /// uploads on `day` the keys from `first_key_day` on; the phone takes
+    /// note of its own positive test.
+    pub fn upload_batch(
+        &mut self,
+        uploads: &[(u32, u32, u32, Option<u32>)],
+        day: u32,
+    ) -> anyhow::Result<(Option<KeyBatch>, Publication)> {
+        let mut publication = Publication {
+            uploads: uploads.len() as u32,
+            ..Publication::default()
+        };
+        for &(agent, result_day, _, _) in uploads {
+            let a = agent as usize;
+            self.positive_test[a] = Some(PositiveTest {
+                test_day: protocol_day(result_day),
+            });
+            if let Err(at) = self.tracked.binary_search(&agent) {
+                self.tracked.insert(at, agent);
+            }
+        }
+        if uploads.is_empty() {
+            return Ok((None, publication));
+        }
+        let seed = self.seed;
+        // (agent, key day, days since onset)
+        let keys: Vec<(u32, u32, Option<i8>)> = uploads
+            .iter()
+            .flat_map(|&(agent, _, first, onset)| {
+                (first..=day).map(move |d| {
+                    let since = onset.map(|o| (i64::from(d) - i64::from(o)).clamp(-14, 14) as i8);
+                    (agent, d, since)
+                })
+            })
+            .collect();
+        let payload = match self.mode {
+            Mode::Compact => BatchPayload::Compact(
+                keys.par_iter()
+                    .map(|&(agent, d, since)| PublishedKey {
+                        day: protocol_day(d),
+                        key: daily_key(seed, agent, d),
+                        days_since_onset: since,
+                        origin: 0,
+                    })
+                    .collect(),
+            ),
+            Mode::Unlinkable => {
+                let hashes: Vec<EpochHash> = keys
+                    .par_iter()
+                    .flat_map_iter(|&(agent, d, _)| {
+                        let g = daily_key(seed, agent, d).ephid_generator(protocol_day(d));
+                        EpochHash::for_epochs(&g, EpochIndex::all())
+                    })
+                    .collect();
+                let mut filter = EpochFilter::with_capacity(hashes.len())?;
+                for h in &hashes {
+                    filter.insert(h);
+                }
+                BatchPayload::Unlinkable(filter)
+            }
+        };
+        self.batch_number += 1;
+        let batch = KeyBatch {
+            region: self.region.clone(),
+            number: BatchNumber(self.batch_number),
+            start: protocol_day(day).start(),
+            end: protocol_day(day + 1).start(),
+            origins: vec![self.region.clone()],
+            payload,
+        };
+        publication.entries = batch.payload.entries();
+        let file = batch.sign(&self.authority)?;
+        publication.bytes = file.len() as u64;
+        let verified = KeyBatch::verify(&file, &self.region, &self.authority.verifying_key())?;
+        Ok((Some(verified), publication))
+    }
+
+    /// Every phone looks the day's batch up, then every phone with
+    /// exposures or a positive test asks the status engine for its colour
+    /// on `today` (the morning after `day`). Calls `notified` for each
+    /// phone that enters a quarantine caused by exposure.
+    pub fn match_and_decide(
+        &mut self,
+        batch: Option<&KeyBatch>,
+        today: DayNumber,
+        mut notified: impl FnMut(u32),
+    ) -> PhoneDay {
+        let mut result = PhoneDay::default();
+        if let Some(batch) = batch {
+            let started = Instant::now();
+            let index = MatchIndex::prepare(batch);
+            let index = match self.mode {
+                Mode::Compact => index.with_ephid_tables(),
+                Mode::Unlinkable => index,
+            };
+            self.timings.publication += started.elapsed();
+            let started = Instant::now();
+            let options = self.options;
+            let this = &*self;
+            let found: Vec<(u32, u64, Vec<Exposure>)> = this
+                .users
+                .par_iter()
+                .map_init(Vec::new, |buf, &agent| {
+                    let n = this.observed_windows(agent as usize, buf);
+                    if n == 0 {
+                        return None;
+                    }
+                    let hits = index.match_windows_indexed(&buf[..n], &options, today);
+                    Some((agent, n as u64, hits.into_iter().map(|(_, e)| e).collect()))
+                })
+                .flatten()
+                .collect();
+            for (agent, looked_up, exposures) in found {
+                result.windows_looked_up += looked_up;
+                if exposures.is_empty() {
+                    continue;
+                }
+                result.matches += exposures.len() as u64;
+                self.exposures[agent as usize].extend(exposures);
+                if let Err(at) = self.tracked.binary_search(&agent) {
+                    self.tracked.insert(at, agent);
+                }
+            }
+            self.timings.matching += started.elapsed();
+        }
+
+        let started = Instant::now();
+        let policy = &self.policy;
+        let longest = i64::from(
+            policy
+                .red_quarantine_days
+                .max(policy.yellow_quarantine_days),
+        );
+        let checkins: Vec<DayNumber> = (START_DAY.0..=today.0).map(DayNumber).collect();
+        let exposures = &mut self.exposures;
+        let positive_test = &self.positive_test;
+        // Exposures too old to hold anyone in quarantine no longer matter.
+        for &a in &self.tracked {
+            exposures[a as usize].retain(|e| e.day().offset(longest) > today);
+        }
+        let exposures = &*exposures;
+        let decided: Vec<(u32, Colour, bool)> = self
+            .tracked
+            .par_iter()
+            .map(|&a| {
+                // Every app user checks in daily (see README: simplifications).
+                let status = evaluate(
+                    policy,
+                    &StatusInput {
+                        today,
+                        positive_test: positive_test[a as usize],
+                        exposures: &exposures[a as usize],
+                        checkins: &checkins,
+                    },
+                );
+                let exposed = status
+                    .reason
+                    .active
+                    .iter()
+                    .any(|q| matches!(q.cause, Cause::Exposure { .. }));
+                (a, status.colour, exposed)
+            })
+            .collect();
+        let mut keep = Vec::with_capacity(self.tracked.len());
+        for (a, colour, exposed) in decided {
+            let i = a as usize;
+            if exposed && !self.exposure_quarantine[i] {
+                result.notified += 1;
+                notified(a);
+            }
+            self.colour[i] = colour;
+            self.exposure_quarantine[i] = exposed;
+            let isolating = self.positive_test[i]
+                .is_some_and(|t| t.test_day.offset(i64::from(self.policy.isolation_days)) > today);
+            if colour != Colour::Green || !self.exposures[i].is_empty() || isolating {
+                keep.push(a);
+            }
+        }
+        self.tracked = keep;
+        self.timings.status += started.elapsed();
+        result
+    }
+}
