@@ -119,7 +119,7 @@ async fn logs_hold_no_personal_data() {
     // The phone talks from another loopback address with a telling user agent.
     let phone = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
-        .user_agent("SecretPhone/7.7 (device 4711)")
+        .user_agent("SecretPhone/7.7 (device zq4711x)")
         .build()
         .expect("client");
     let r: Value = phone
@@ -134,7 +134,7 @@ async fn logs_hold_no_personal_data() {
     let token = r["token"].as_str().expect("token").to_owned();
     let (upload, keys) = compact_upload(2, 77);
     let r = phone
-        .post(format!("{}/v1/upload?device=4711", p.base))
+        .post(format!("{}/v1/upload?device=zq4711x", p.base))
         .bearer_auth(&token)
         .json(&upload)
         .send()
@@ -170,7 +170,7 @@ async fn logs_hold_no_personal_data() {
     for secret in [
         "127.0.0.2",
         "SecretPhone",
-        "4711",
+        "zq4711x",
         short.as_str(),
         token.as_str(),
         &hex::encode(keys[0].1),
