@@ -60,16 +60,16 @@ async fn a_phones_daily_report_is_accepted_and_counted() {
         helper: pinned(&helper.url).await,
         check_every_secs: 3600,
     };
-    let http = reqwest::Client::new();
+    let to_leader = greenlight_client::Client::new(&leader.url).expect("client");
     let yesterday = now.day().offset(-1);
     assert_eq!(
-        send_daily_report(&http, &config, &phone, now)
+        send_daily_report(&to_leader, &config, &phone, now)
             .await
             .expect("sent"),
         Sent::Accepted(yesterday)
     );
     assert_eq!(
-        send_daily_report(&http, &config, &phone, now)
+        send_daily_report(&to_leader, &config, &phone, now)
             .await
             .expect("no resend"),
         Sent::AlreadyReported(yesterday),

@@ -111,11 +111,6 @@ impl Client {
         &self.base
     }
 
-    /// The underlying HTTP client (for requests this crate does not cover).
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
     /// The full URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
@@ -129,6 +124,23 @@ impl Client {
             .send()
             .await
             .map_err(unreachable)?;
+        read_ok(resp, limit).await
+    }
+
+    /// POSTs `body` as JSON to `path`, with `bearer` as the bearer token if
+    /// given, and reads at most `limit` bytes of a 2xx answer.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+        body: &impl serde::Serialize,
+        limit: u64,
+    ) -> Result<Vec<u8>, FetchError> {
+        let mut request = self.http.post(self.url(path)).json(body);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        let resp = request.send().await.map_err(unreachable)?;
         read_ok(resp, limit).await
     }
 

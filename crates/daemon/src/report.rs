@@ -8,7 +8,7 @@
 use crate::sync::{lock, SharedPhone};
 use crate::{Error, Phone, Result};
 use greenlight_analytics::{prepare_report, AggregatorConfig, Measurement};
-use greenlight_client::{read_ok, unreachable, FetchError};
+use greenlight_client::{Client, FetchError};
 use greenlight_protocol::{DayNumber, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -59,7 +59,7 @@ pub enum Sent {
 
 /// Sends the report for the day before `now`'s, unless it was sent.
 pub async fn send_daily_report(
-    http: &reqwest::Client,
+    leader: &Client,
     config: &ReportConfig,
     phone: &SharedPhone,
     now: Timestamp,
@@ -85,15 +85,11 @@ pub async fn send_daily_report(
         )
         .map_err(|e| Error::Config(format!("aggregator: {e}")))?
     };
-    let url = format!("{}/v1/reports", config.leader_url.trim_end_matches('/'));
     let server_error = |e: FetchError| Error::server(&config.leader_url, e);
-    let answer = http
-        .post(&url)
-        .json(&report)
-        .send()
-        .await
-        .map_err(|e| server_error(unreachable(e)))?;
-    let outcome = match read_ok(answer, MAX_ANSWER_BYTES).await {
+    let answer = leader
+        .post_json("/v1/reports", None, &report, MAX_ANSWER_BYTES)
+        .await;
+    let outcome = match answer {
         Ok(_) => Sent::Accepted(day),
         // The leader has it already, or has closed the day: never resend.
         Err(FetchError::Status { code, .. })
@@ -115,12 +111,8 @@ pub async fn report_loop(
     clock: fn() -> Timestamp,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .user_agent("greenlight")
-        .build()
-    {
-        Ok(h) => h,
+    let leader = match Client::with_timeout(&config.leader_url, Duration::from_secs(60)) {
+        Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot make an HTTP client; no aggregate reports");
             return;
@@ -132,7 +124,7 @@ pub async fn report_loop(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        match send_daily_report(&http, &config, &phone, clock()).await {
+        match send_daily_report(&leader, &config, &phone, clock()).await {
             Ok(Sent::Accepted(_)) => tracing::info!("sent the daily aggregate report"),
             Ok(Sent::AlreadyReported(_)) => {}
             Err(e) => tracing::warn!(error = %e, "daily aggregate report failed; retried later"),

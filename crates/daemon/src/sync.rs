@@ -281,7 +281,7 @@ impl Syncer {
             if index.batches.is_empty() {
                 break;
             }
-            let mut held: Vec<(u64, KeyBatch)> = Vec::new();
+            let mut held: Vec<KeyBatch> = Vec::new();
             let mut held_bytes = 0;
             let mut failure = None;
             for entry in &index.batches {
@@ -295,7 +295,7 @@ impl Syncer {
                 {
                     Ok((batch, size)) => {
                         held_bytes += size;
-                        held.push((entry.number, batch));
+                        held.push(batch);
                     }
                     Err(e) => {
                         failure = Some(e);
@@ -340,15 +340,8 @@ impl Syncer {
             upload_body(&p, consent, today)?
         };
         let token = self.redeem(server, client, code).await?;
-        let resp = client
-            .http()
-            .post(client.url("/v1/upload"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| fetch_error(server, greenlight_client::unreachable(e)))?;
-        let answer = greenlight_client::read_ok(resp, MAX_SMALL_BYTES)
+        let answer = client
+            .post_json("/v1/upload", Some(&token), &body, MAX_SMALL_BYTES)
             .await
             .map_err(|e| fetch_error(server, e))?;
         let accepted = serde_json::from_slice::<serde_json::Value>(&answer)
@@ -384,29 +377,22 @@ impl Syncer {
             chaff: true,
             visited: Vec::new(),
         };
-        let resp = client
-            .http()
-            .post(client.url("/v1/upload"))
-            .bearer_auth(random_hex::<16>(&mut rng))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| fetch_error(server, greenlight_client::unreachable(e)))?;
-        greenlight_client::read_ok(resp, MAX_SMALL_BYTES)
+        let token = random_hex::<16>(&mut rng);
+        client
+            .post_json("/v1/upload", Some(&token), &body, MAX_SMALL_BYTES)
             .await
             .map(drop)
             .map_err(|e| fetch_error(server, e))
     }
 
     async fn redeem(&self, server: &ServerConfig, client: &Client, code: &str) -> Result<String> {
-        let resp = client
-            .http()
-            .post(client.url("/v1/verify"))
-            .json(&serde_json::json!({ "code": code.trim() }))
-            .send()
-            .await
-            .map_err(|e| fetch_error(server, greenlight_client::unreachable(e)))?;
-        let body = greenlight_client::read_ok(resp, MAX_SMALL_BYTES)
+        let body = client
+            .post_json(
+                "/v1/verify",
+                None,
+                &serde_json::json!({ "code": code.trim() }),
+                MAX_SMALL_BYTES,
+            )
             .await
             .map_err(|e| fetch_error(server, e))?;
         serde_json::from_slice::<serde_json::Value>(&body)
@@ -420,16 +406,16 @@ impl Syncer {
 fn absorb(
     phone: &SharedPhone,
     setting: &str,
-    held: &mut Vec<(u64, KeyBatch)>,
+    held: &mut Vec<KeyBatch>,
     now: Timestamp,
     report: &mut ServerReport,
 ) -> Result<u64> {
-    let batches: Vec<KeyBatch> = held.iter().map(|(_, b)| b.clone()).collect();
-    let last = held.last().map_or(0, |(n, _)| *n);
+    // Each batch's number was checked against the index when it was verified.
+    let last = held.last().map_or(0, |b| b.number.0);
     let mut p = lock(phone);
-    report.new_exposures += p.absorb(&batches, now)?;
-    report.batches += batches.len();
-    report.entries += batches.iter().map(|b| b.payload.entries()).sum::<u64>();
+    report.new_exposures += p.absorb(held, now)?;
+    report.batches += held.len();
+    report.entries += held.iter().map(|b| b.payload.entries()).sum::<u64>();
     p.set_setting(setting, &last.to_be_bytes())?;
     held.clear();
     Ok(last)
