@@ -10,75 +10,35 @@ use greenlight_analytics::{
 use greenlight_protocol::{DayNumber, RegionId, Timestamp};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+mod common;
+
+use common::{admin_token, Proc, BIN};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_greenlight-server");
 const MIN: usize = 100;
-
-/// A server process and the address it printed; killed and reaped on drop.
-struct Proc {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn start(data_dir: &Path, aggregator_table: &str) -> Proc {
     let log = std::fs::File::create(data_dir.join("server.log")).expect("log file");
     let config = data_dir.join("server.toml");
     std::fs::write(&config, format!("[aggregator]\n{aggregator_table}")).expect("config");
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--region",
-            "CH",
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("GREENLIGHT_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("server starts");
-    let mut proc = Proc {
-        child,
-        base: String::new(),
-    };
-    let stdout = proc.child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "server printed no address");
-        let line = lines
-            .next()
-            .expect("server is running")
-            .expect("readable stdout");
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            std::thread::spawn(move || lines.for_each(drop));
-            proc.base = url.to_owned();
-            return proc;
-        }
-    }
-}
-
-fn admin_token(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("admin.token"))
-        .expect("admin token")
-        .trim()
-        .to_owned()
+    Proc::spawn(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--region",
+                "CH",
+                "--config",
+            ])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("GREENLIGHT_LOG", "debug")
+            .stderr(Stdio::from(log)),
+    )
 }
 
 fn authority_cli(p: &Proc, dir: &Path, args: &[&str]) -> (bool, String) {

@@ -4,78 +4,34 @@
 
 mod common;
 
-use common::compact_upload;
+use common::{admin_token, compact_upload, Proc, BIN};
 use greenlight_protocol::BatchPayload;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_greenlight-server");
-
-/// A server process and the address it printed; killed and reaped on drop.
-struct Proc {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn start(data_dir: &Path, log: Option<&Path>) -> Proc {
     let stderr = match log {
         Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
         None => Stdio::null(),
     };
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--region",
-            "CH",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("GREENLIGHT_LOG", "debug")
-        .env("GREENLIGHT_MIN_BATCH_ENTRIES", "10")
-        .env("GREENLIGHT_VERIFY_PER_SECOND", "100000")
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .expect("server starts");
-    let mut proc = Proc {
-        child,
-        base: String::new(),
-    };
-    let stdout = proc.child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "server printed no address");
-        let line = lines
-            .next()
-            .expect("server is running")
-            .expect("readable stdout");
-        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            // Keep draining stdout so the server never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            proc.base = url.to_owned();
-            return proc;
-        }
-    }
-}
-
-fn admin_token(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("admin.token"))
-        .expect("admin token")
-        .trim()
-        .to_owned()
+    Proc::spawn(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--region",
+                "CH",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("GREENLIGHT_LOG", "debug")
+            .env("GREENLIGHT_MIN_BATCH_ENTRIES", "10")
+            .env("GREENLIGHT_VERIFY_PER_SECOND", "100000")
+            .stderr(stderr),
+    )
 }
 
 fn authority_cli(p: &Proc, dir: &Path, args: &[&str]) -> Value {

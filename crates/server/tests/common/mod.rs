@@ -1,5 +1,6 @@
 //! Shared test harness: a real server on 127.0.0.1 with a fresh SQLite or
-//! PostgreSQL database, and an HTTP client.
+//! PostgreSQL database, and an HTTP client; or the `greenlight-server`
+//! binary as a process.
 
 #![allow(dead_code)]
 
@@ -271,4 +272,61 @@ pub async fn fetch_batches(
         );
     }
     out
+}
+
+/// The server binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_greenlight-server");
+
+/// A server process and the address it printed; killed and reaped on drop.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Spawns `serve`, given as a command with its arguments, environment
+    /// and stderr, with stdout piped; returns once it prints its address.
+    pub fn spawn(command: &mut std::process::Command) -> Proc {
+        use std::io::{BufRead, BufReader};
+        use std::time::{Duration, Instant};
+        let child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("server starts");
+        let mut proc = Proc {
+            child,
+            base: String::new(),
+        };
+        let stdout = proc.child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "server printed no address");
+            let line = lines
+                .next()
+                .expect("server is running")
+                .expect("readable stdout");
+            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                // Keep draining stdout so the server never blocks on a full pipe.
+                std::thread::spawn(move || lines.for_each(drop));
+                proc.base = url.to_owned();
+                return proc;
+            }
+        }
+    }
+}
+
+/// The admin token a server created in `dir`.
+pub fn admin_token(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("admin.token"))
+        .expect("admin token")
+        .trim()
+        .to_owned()
 }
