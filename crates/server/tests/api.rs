@@ -596,10 +596,7 @@ async fn keys_and_batches_past_retention_are_deleted() {
     use greenlight_server::store::{NewKey, PendingUpload, Store};
     for db in backends() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = match db {
-            Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-            Db::Postgres => common::fresh_postgres().await,
-        };
+        let url = common::fresh_database(db, dir.path()).await;
         let store = Store::open(&url).await.expect("opens");
         let now = 30 * 86_400;
         for (i, received_day) in [(1u8, 10u32), (2, 20)] {
@@ -670,10 +667,7 @@ async fn a_token_spends_once_within_one_group_commit() {
     use greenlight_server::store::{NewKey, PendingUpload, Store, UploadRefusal};
     for db in backends() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = match db {
-            Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-            Db::Postgres => common::fresh_postgres().await,
-        };
+        let url = common::fresh_database(db, dir.path()).await;
         let store = Store::open(&url).await.expect("opens");
         let token = [5u8; 32];
         sqlx_token(&url, &token, 1_000).await;
@@ -731,10 +725,7 @@ async fn federation_imports_are_deduplicated_and_the_cursor_survives_reopening()
     use greenlight_server::store::{Import, NewKey, Store};
     for db in backends() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = match db {
-            Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-            Db::Postgres => common::fresh_postgres().await,
-        };
+        let url = common::fresh_database(db, dir.path()).await;
         let key = |b: u8| NewKey {
             mode: greenlight_protocol::PublicationMode::Compact,
             day: Some(20_000),
@@ -790,10 +781,7 @@ async fn aggregate_storage_counts_nothing_twice() {
     use greenlight_server::store::{AggregateRecord, HelperBatch, Store};
     for db in backends() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = match db {
-            Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
-            Db::Postgres => common::fresh_postgres().await,
-        };
+        let url = common::fresh_database(db, dir.path()).await;
         let store = Store::open(&url).await.expect("opens");
         let (a, b) = ([1u8; 16], [2u8; 16]);
         assert!(store

@@ -41,6 +41,16 @@ pub fn backends() -> Vec<Db> {
     v
 }
 
+/// The URL of a fresh, empty database of kind `db`: a SQLite file in
+/// `dir`, or a new database on the test PostgreSQL server (drop it with
+/// [`drop_postgres`]).
+pub async fn fresh_database(db: Db, dir: &std::path::Path) -> String {
+    match db {
+        Db::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("t.db").display()),
+        Db::Postgres => fresh_postgres().await,
+    }
+}
+
 /// A fresh, empty PostgreSQL database on the test server.
 pub async fn fresh_postgres() -> String {
     use sqlx::Connection;
