@@ -15,16 +15,20 @@
 //! Each day the server puts the day's uploads in one batch, signs it, and
 //! every phone verifies it, prepares it once for all ([`MatchIndex::prepare`]
 //! then [`MatchIndex::with_ephid_tables`], the simulator's stand-in for
-//! millions of phones downloading the same file) and looks up every window
-//! it holds. A phone with no stored window has nothing to look up.
+//! millions of phones downloading the same file). Each phone then does what
+//! a phone's store query would: it skips the days the batch has no key for
+//! ([`MatchIndex::covers`]), probes every other window
+//! ([`MatchIndex::may_match`]) and builds full windows, RSSI samples and
+//! all, only for the few that pass, which go to
+//! [`MatchIndex::match_windows_indexed`]. A phone with no stored window has
+//! nothing to look up.
 
-use crate::contacts::Contact;
+use crate::contacts::{Contact, ContactKind};
 use crate::population::Population;
 use crate::radio;
 use crate::rng::{self, Stream};
 use crate::scenario::{Mode, Scenario};
 use greenlight_protocol::ed25519_dalek::SigningKey;
-use greenlight_protocol::keys::{EPHID_KEYSTREAM_LEN, EPHID_LEN};
 use greenlight_protocol::status::Cause;
 use greenlight_protocol::time::{EPOCHS_PER_DAY, EPOCH_SECONDS, RETENTION_DAYS};
 use greenlight_protocol::{
@@ -33,8 +37,6 @@ use greenlight_protocol::{
     MatchOptions, Metadata, ObservedWindow, PositiveTest, PublishedKey, RegionId, Rssi,
     StatusInput, Timestamp,
 };
-use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -65,6 +67,8 @@ pub struct WindowRecord {
 /// One day's windows, grouped by the phone that recorded them (CSR).
 #[derive(Debug, Default)]
 struct DayWindows {
+    /// The simulation day they were recorded on.
+    day: u32,
     offsets: Vec<u32>,
     records: Vec<WindowRecord>,
 }
@@ -76,6 +80,17 @@ impl DayWindows {
         }
         &self.records[self.offsets[agent] as usize..self.offsets[agent + 1] as usize]
     }
+}
+
+/// One end of a contact between two app users, seen from the sender.
+#[derive(Clone, Copy, Debug)]
+struct Heard {
+    receiver: u32,
+    /// Index of the contact among the day's app-user contacts.
+    contact: u32,
+    sender_is_a: bool,
+    kind: ContactKind,
+    minutes: u16,
 }
 
 /// What the server published on one day.
@@ -141,17 +156,24 @@ pub struct Phones {
     pub timings: ProtocolTimings,
 }
 
-/// The daily key of `agent` on simulation day `day`: fresh randomness for
-/// every day (never chained), derived from the seed for reproducibility.
+/// The daily key of `agent` on simulation day `day`: fresh for every day
+/// (never chained), derived from the seed for reproducibility. A phone draws
+/// its keys from the system's CSPRNG; the simulator needs keys that are
+/// distinct and uniformly distributed, not secret, so four 64-bit hashes
+/// of (seed, agent, day) make the 32 bytes.
 pub fn daily_key(seed: u64, agent: u32, day: u32) -> DailyKey {
-    let mut rng = ChaCha20Rng::seed_from_u64(rng::hash(
-        seed,
-        Stream::Keys,
-        u64::from(agent),
-        u64::from(day),
-        0,
-    ));
-    DailyKey::generate(&mut rng)
+    let mut bytes = [0u8; 32];
+    for (i, chunk) in bytes.chunks_exact_mut(8).enumerate() {
+        let h = rng::hash(
+            seed,
+            Stream::Keys,
+            u64::from(agent),
+            u64::from(day),
+            i as u64,
+        );
+        chunk.copy_from_slice(&h.to_le_bytes());
+    }
+    DailyKey::from_bytes(bytes)
 }
 
 /// The protocol day of a simulation day.
@@ -230,12 +252,29 @@ impl Phones {
         for i in 0..n {
             heard_by[i + 1] += heard_by[i];
         }
+        // Each sender's contacts, copied in sender order so that the
+        // sender's loop below reads them in sequence.
         let mut next = heard_by.clone();
-        let mut contact_of = vec![0u32; heard_by[n] as usize];
+        let mut contact_of = vec![
+            Heard {
+                receiver: 0,
+                contact: 0,
+                sender_is_a: false,
+                kind: ContactKind::Household,
+                minutes: 0,
+            };
+            heard_by[n] as usize
+        ];
         for (i, c) in app.iter().enumerate() {
-            for end in [c.a, c.b] {
-                contact_of[next[end as usize] as usize] = i as u32;
-                next[end as usize] += 1;
+            for (sender, receiver, sender_is_a) in [(c.a, c.b, true), (c.b, c.a, false)] {
+                contact_of[next[sender as usize] as usize] = Heard {
+                    receiver,
+                    contact: i as u32,
+                    sender_is_a,
+                    kind: c.kind,
+                    minutes: c.minutes,
+                };
+                next[sender as usize] += 1;
             }
         }
         drop(next);
@@ -245,43 +284,53 @@ impl Phones {
             tx_power_dbm: s.radio.tx_power_dbm,
         };
         let cap = s.app.max_windows_per_contact;
+        let first_contact_epoch =
+            EpochIndex::new(FIRST_CONTACT_EPOCH as u8).expect("08:00 is an epoch of the day");
         let day_offset = day * 86_400;
         let directed: Vec<(u32, WindowRecord)> = (0..n as u32)
             .into_par_iter()
             .filter(|&a| heard_by[a as usize] < heard_by[a as usize + 1])
             .flat_map_iter(|sender| {
-                let generator = daily_key(seed, sender, day).ephid_generator(pday);
-                let mut stream = [0u8; EPHID_KEYSTREAM_LEN];
-                generator.fill_ephids(&mut stream);
+                // What the sender broadcasts from the first contact epoch on.
+                let beacons = daily_key(seed, sender, day)
+                    .ephid_generator(pday)
+                    .beacons_from(first_contact_epoch, metadata);
                 let range =
                     heard_by[sender as usize] as usize..heard_by[sender as usize + 1] as usize;
                 let mut out = Vec::with_capacity(range.len() * cap as usize);
-                for &i in &contact_of[range] {
-                    let c = app[i as usize];
-                    let receiver = if c.a == sender { c.b } else { c.a };
-                    let windows = u32::from(c.minutes).div_ceil(15).clamp(1, cap);
-                    let key = (u64::from(c.a) << 32) | u64::from(c.b);
+                for h in &contact_of[range] {
+                    let receiver = h.receiver;
+                    let i = h.contact;
+                    let windows = u32::from(h.minutes).div_ceil(15).clamp(1, cap);
+                    let (a, b) = if h.sender_is_a {
+                        (sender, receiver)
+                    } else {
+                        (receiver, sender)
+                    };
+                    let key = (u64::from(a) << 32) | u64::from(b);
                     let latest = EPOCHS_PER_DAY - windows;
                     let span = latest.saturating_sub(FIRST_CONTACT_EPOCH) + 1;
                     let start = FIRST_CONTACT_EPOCH
                         + (rng::uniform(seed, Stream::Radio, u64::from(day), key, u64::from(i))
                             * f64::from(span)) as u32;
                     let start = start.min(latest);
+                    let mean_loss = radio::mean_path_loss(
+                        &s.radio,
+                        radio::distance(&s.radio, seed, key, h.kind),
+                    );
                     for w in 0..windows {
-                        let minutes = (u32::from(c.minutes).saturating_sub(15 * w)).clamp(1, 15);
+                        let minutes = (u32::from(h.minutes).saturating_sub(15 * w)).clamp(1, 15);
                         let epoch = start + w;
-                        let index = EpochIndex::new(epoch as u8)
-                            .expect("contact epochs lie within the day");
-                        let at = usize::from(index.get()) * EPHID_LEN;
-                        let mut ephid = [0u8; EPHID_LEN];
-                        ephid.copy_from_slice(&stream[at..at + EPHID_LEN]);
+                        // Contact epochs lie within the day (start ≤ 96 − windows).
+                        let beacon = &beacons[(epoch - FIRST_CONTACT_EPOCH) as usize];
                         // The channel is reciprocal: both phones see the same loss.
-                        let loss = radio::path_loss(&s.radio, seed, key, c.kind, u64::from(w));
+                        let loss =
+                            mean_loss + radio::shadowing(&s.radio, seed, key, h.kind, u64::from(w));
                         out.push((
                             receiver,
                             WindowRecord {
-                                ephid,
-                                metadata: generator.encrypt_metadata(index, metadata).0,
+                                ephid: beacon.ephid.0,
+                                metadata: beacon.metadata.0,
                                 first_seen: day_offset + epoch * EPOCH_SECONDS as u32,
                                 duration_secs: (minutes * SAMPLE_SECS) as u16,
                                 rssi: radio::rssi(
@@ -324,26 +373,45 @@ impl Phones {
         if self.windows.len() == RETENTION_DAYS as usize {
             self.windows.pop_front();
         }
-        self.windows.push_back(DayWindows { offsets, records });
+        self.windows.push_back(DayWindows {
+            day,
+            offsets,
+            records,
+        });
         self.timings.sightings += started.elapsed();
     }
 
-    /// The windows of `agent` as [`ObservedWindow`]s in `buf` (reusing its
-    /// allocations); returns how many.
-    fn observed_windows(&self, agent: usize, buf: &mut Vec<ObservedWindow>) -> usize {
+    /// Looks up the windows of `agent` recorded on the days in `days` with
+    /// [`MatchIndex::may_match`] and puts those that pass in `buf` as
+    /// [`ObservedWindow`]s (reusing its allocations), as a phone would
+    /// read only those from its store. Returns (looked up, passed).
+    fn candidate_windows(
+        &self,
+        agent: usize,
+        days: &[&DayWindows],
+        index: &MatchIndex,
+        buf: &mut Vec<ObservedWindow>,
+    ) -> (usize, usize) {
         let base = START_DAY.start().0;
-        let mut n = 0;
-        for day in &self.windows {
-            for rec in day.of(agent) {
+        let skew = self.options.epoch_skew;
+        let (mut looked_up, mut n) = (0, 0);
+        for day in days {
+            let records = day.of(agent);
+            looked_up += records.len();
+            for rec in records {
+                let ephid = EphId(rec.ephid);
                 let first_seen = Timestamp(base + u64::from(rec.first_seen));
                 let last_seen = Timestamp(
                     first_seen.0
                         + u64::from(rec.duration_secs).saturating_sub(u64::from(SAMPLE_SECS)),
                 );
+                if !index.may_match(&ephid, first_seen, last_seen, skew) {
+                    continue;
+                }
                 let samples = usize::from(rec.duration_secs) / SAMPLE_SECS as usize;
                 if n == buf.len() {
                     buf.push(ObservedWindow {
-                        ephid: EphId(rec.ephid),
+                        ephid,
                         metadata: EncryptedMetadata(rec.metadata),
                         first_seen,
                         last_seen,
@@ -351,7 +419,7 @@ impl Phones {
                     });
                 }
                 let w = &mut buf[n];
-                w.ephid = EphId(rec.ephid);
+                w.ephid = ephid;
                 w.metadata = EncryptedMetadata(rec.metadata);
                 w.first_seen = first_seen;
                 w.last_seen = last_seen;
@@ -360,7 +428,7 @@ impl Phones {
                 n += 1;
             }
         }
-        n
+        (looked_up, n)
     }
 
     /// An app user who tested positive on `result_day` and consented
@@ -461,17 +529,38 @@ impl Phones {
             self.timings.publication += started.elapsed();
             let started = Instant::now();
             let options = self.options;
+            // As a phone: windows of days without a published key (one day
+            // either side for clock skew) need not be read at all.
+            let days: Vec<&DayWindows> = self
+                .windows
+                .iter()
+                .filter(|d| {
+                    index.covers(
+                        protocol_day(d.day).offset(-1),
+                        protocol_day(d.day).offset(1),
+                    )
+                })
+                .collect();
+            let days = &days[..];
             let this = &*self;
             let found: Vec<(u32, u64, Vec<Exposure>)> = this
                 .users
                 .par_iter()
                 .map_init(Vec::new, |buf, &agent| {
-                    let n = this.observed_windows(agent as usize, buf);
-                    if n == 0 {
+                    let (looked_up, n) = this.candidate_windows(agent as usize, days, &index, buf);
+                    if looked_up == 0 {
                         return None;
                     }
-                    let hits = index.match_windows_indexed(&buf[..n], &options, today);
-                    Some((agent, n as u64, hits.into_iter().map(|(_, e)| e).collect()))
+                    let hits = if n == 0 {
+                        Vec::new()
+                    } else {
+                        index.match_windows_indexed(&buf[..n], &options, today)
+                    };
+                    Some((
+                        agent,
+                        looked_up as u64,
+                        hits.into_iter().map(|(_, e)| e).collect(),
+                    ))
                 })
                 .flatten()
                 .collect();
@@ -508,14 +597,24 @@ impl Phones {
             .tracked
             .par_iter()
             .map(|&a| {
+                let (test, exposures) = (positive_test[a as usize], &exposures[a as usize]);
                 // Every app user checks in daily (see README: simplifications).
+                // The engine asks only about days after a notification or a
+                // test, so the check-ins before the earliest are left out.
+                let earliest = exposures
+                    .iter()
+                    .map(|e| e.matched_on)
+                    .chain(test.map(|t| t.test_day))
+                    .min()
+                    .unwrap_or(today);
+                let from = checkins.partition_point(|&d| d <= earliest);
                 let status = evaluate(
                     policy,
                     &StatusInput {
                         today,
-                        positive_test: positive_test[a as usize],
-                        exposures: &exposures[a as usize],
-                        checkins: &checkins,
+                        positive_test: test,
+                        exposures,
+                        checkins: &checkins[from..],
                     },
                 );
                 let exposed = status

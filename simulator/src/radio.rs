@@ -29,14 +29,23 @@ pub fn median_distance(p: &RadioParams, kind: ContactKind) -> f64 {
     }
 }
 
-/// The path loss of one window of a contact, dB: distance and shadowing
-/// are drawn from the contact's coordinates (`key`) and the window number;
-/// the same for both directions (the channel is reciprocal).
-pub fn path_loss(p: &RadioParams, seed: u64, key: u64, kind: ContactKind, window: u64) -> f64 {
+/// The distance of a contact, metres: log-normal around the kind's median,
+/// drawn from the contact's coordinates (`key`).
+pub fn distance(p: &RadioParams, seed: u64, key: u64, kind: ContactKind) -> f64 {
     let z = rng::normal(seed, Stream::Radio, key, kind as u64, 1 << 32);
-    let d = (median_distance(p, kind) * (p.distance_log_sd * z).exp()).max(0.1);
-    let shadowing = rng::normal(seed, Stream::Radio, key, kind as u64, window) * p.shadowing_db;
-    p.loss_at_1m_db + 10.0 * p.exponent * d.log10() + shadowing
+    (median_distance(p, kind) * (p.distance_log_sd * z).exp()).max(0.1)
+}
+
+/// The path loss at `distance` metres before shadowing, dB.
+pub fn mean_path_loss(p: &RadioParams, distance: f64) -> f64 {
+    p.loss_at_1m_db + 10.0 * p.exponent * distance.log10()
+}
+
+/// The shadowing of one window of a contact, dB: drawn from the contact's
+/// coordinates (`key`) and the window number, the same for both
+/// directions (the channel is reciprocal).
+pub fn shadowing(p: &RadioParams, seed: u64, key: u64, kind: ContactKind, window: u64) -> f64 {
+    rng::normal(seed, Stream::Radio, key, kind as u64, window) * p.shadowing_db
 }
 
 /// The calibrated RSSI the receiver records.

@@ -11,8 +11,9 @@
 //!   phone's windows; time is close to the raw ChaCha20 keystream.
 //! - **EphID tables** ([`MatchIndex::with_ephid_tables`], for serving many
 //!   phones from one batch, as the simulator does): every EphID of the batch
-//!   is derived once into one open-addressing table per day, keyed by its
-//!   first 8 bytes; each window is then a single probe.
+//!   is derived once into one open-addressing table keyed by its first 8
+//!   bytes, 8 bytes a slot; each window is then a single probe, usually
+//!   one cache line.
 //!
 //! EphIDs are uniformly random, so their first bytes are the hash; every
 //! candidate is confirmed on all 16 bytes and on its epoch.
@@ -26,11 +27,6 @@ use crate::time::{DayNumber, EpochIndex, EpochNumber, Timestamp, EPOCHS_PER_DAY}
 use crate::window::{AttenuationStats, ObservedWindow, WindowConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Table slots per entry: a load factor of 0.7 keeps linear probes short.
-const SLOTS_PER_ENTRY: f64 = 1.0 / 0.7;
-/// Fingerprint value that marks an empty slot.
-const EMPTY: u64 = 0;
 
 /// What matching needs besides the index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +100,7 @@ enum Kind {
         /// Each day's run of `keys`.
         days: Vec<DayKeys>,
         /// Every EphID, when materialized for many queries.
-        tables: Option<Vec<DayTable>>,
+        table: Option<EphIdTable>,
     },
     Unlinkable(EpochFilter),
 }
@@ -125,20 +121,30 @@ struct DayKeys {
     end: usize,
 }
 
-/// All EphIDs of one day's keys: fingerprints and `key · 96 + epoch` refs.
+/// Every EphID of a batch's keys in one open-addressing table with linear
+/// probing, at most half full. The home slot comes from the top bits of
+/// the EphID's fingerprint; a slot holds the fingerprint's low 32 bits
+/// and `key · 96 + epoch + 1` (0 marks an empty slot).
+///
+/// In front of it, one bit per 16 EphIDs' worth of space marks the low
+/// bits of every fingerprint: a miss, the common case, reads 2 bytes per
+/// EphID's worth of memory (which stays in cache far longer than the
+/// table) and goes on to the table about once in 16.
 #[derive(Debug)]
-struct DayTable {
-    day: DayNumber,
-    fingerprints: Vec<u64>,
-    refs: Vec<u32>,
+struct EphIdTable {
+    present: Vec<u64>,
+    present_mask: u64,
+    slots: Vec<u64>,
+    shift: u32,
 }
+
+/// Bits of the presence filter per EphID.
+const PRESENT_BITS_PER_ENTRY: usize = 16;
 
 fn fingerprint(ephid: &[u8]) -> u64 {
     let mut head = [0u8; 8];
     head.copy_from_slice(&ephid[..8]);
-    // An all-zero prefix (probability 2⁻⁶⁴) is stored as 1; the full
-    // comparison on a hit keeps the result exact.
-    u64::from_be_bytes(head).max(1)
+    u64::from_be_bytes(head)
 }
 
 fn home_slot(fp: u64, slots: usize) -> usize {
@@ -154,51 +160,65 @@ fn next_slot(slot: usize, slots: usize) -> usize {
     }
 }
 
-impl DayTable {
-    fn build(day: &DayKeys, keys: &[IndexedKey]) -> DayTable {
-        let entries = (day.end - day.start) * EPOCHS_PER_DAY as usize;
-        let slots = ((entries as f64 * SLOTS_PER_ENTRY) as usize).max(16);
-        let mut fingerprints = vec![EMPTY; slots];
-        let mut refs = vec![0u32; slots];
+impl EphIdTable {
+    fn build(keys: &[IndexedKey]) -> EphIdTable {
+        let entries = keys.len() * EPOCHS_PER_DAY as usize;
+        let slots = (entries * 2).next_power_of_two().max(16);
+        let shift = 64 - slots.trailing_zeros();
+        let mask = slots - 1;
+        let mut table = vec![0u64; slots];
+        let bits = (entries * PRESENT_BITS_PER_ENTRY)
+            .next_power_of_two()
+            .max(64);
+        let mut present = vec![0u64; bits / 64];
+        let present_mask = bits as u64 - 1;
         let mut stream = [0u8; EPHID_KEYSTREAM_LEN];
-        for (k, key) in keys.iter().enumerate().take(day.end).skip(day.start) {
+        for (k, key) in keys.iter().enumerate() {
             key.generator.fill_ephids(&mut stream);
             for (i, ephid) in stream.chunks_exact(EPHID_LEN).enumerate() {
                 let fp = fingerprint(ephid);
-                let mut slot = home_slot(fp, slots);
-                while fingerprints[slot] != EMPTY {
-                    slot = next_slot(slot, slots);
+                let bit = fp & present_mask;
+                present[(bit >> 6) as usize] |= 1 << (bit & 63);
+                let mut slot = (fp >> shift) as usize;
+                while table[slot] != 0 {
+                    slot = (slot + 1) & mask;
                 }
-                fingerprints[slot] = fp;
-                // Invariant: MAX_BATCH_KEYS · 96 fits in u32.
-                refs[slot] = k as u32 * EPOCHS_PER_DAY + i as u32;
+                // Invariant: MAX_BATCH_KEYS · 96 + 1 fits in u32.
+                let r = k as u32 * EPOCHS_PER_DAY + i as u32 + 1;
+                table[slot] = (fp << 32) | u64::from(r);
             }
         }
-        DayTable {
-            day: day.day,
-            fingerprints,
-            refs,
+        EphIdTable {
+            present,
+            present_mask,
+            slots: table,
+            shift,
         }
     }
 
-    /// Refs of every entry whose fingerprint equals that of `ephid`.
-    fn candidates<'a>(&'a self, ephid: &EphId) -> impl Iterator<Item = u32> + 'a {
+    /// Calls `found` with the `key · 96 + epoch` of every entry whose
+    /// fingerprint may equal that of `ephid`, until it returns `Some`.
+    #[inline]
+    fn find<T>(&self, ephid: &EphId, mut found: impl FnMut(u32) -> Option<T>) -> Option<T> {
         let fp = fingerprint(&ephid.0);
-        let slots = self.fingerprints.len();
-        let mut slot = home_slot(fp, slots);
-        let mut probed = 0;
-        std::iter::from_fn(move || loop {
-            let here = self.fingerprints[slot];
-            if here == EMPTY || probed == slots {
+        let bit = fp & self.present_mask;
+        if self.present[(bit >> 6) as usize] & (1 << (bit & 63)) == 0 {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut slot = (fp >> self.shift) as usize;
+        loop {
+            let here = self.slots[slot];
+            if here == 0 {
                 return None;
             }
-            probed += 1;
-            let r = self.refs[slot];
-            slot = next_slot(slot, slots);
-            if here == fp {
-                return Some(r);
+            if (here ^ (fp << 32)) >> 32 == 0 {
+                if let Some(hit) = found((here & 0xFFFF_FFFF) as u32 - 1) {
+                    return Some(hit);
+                }
             }
-        })
+            slot = (slot + 1) & mask;
+        }
     }
 }
 
@@ -285,7 +305,7 @@ impl MatchIndex {
                 Kind::Compact {
                     keys,
                     days,
-                    tables: None,
+                    table: None,
                 }
             }
         };
@@ -296,15 +316,52 @@ impl MatchIndex {
         }
     }
 
-    /// Derives every EphID of the batch once into per-day tables, so that
-    /// each later window costs one probe instead of a pass over the keys.
-    /// Worth it when one batch serves many phones (the simulator); about
-    /// 17 bytes of memory per EphID.
+    /// Derives every EphID of the batch once into one table, so that each
+    /// later window costs one probe instead of a pass over the keys. Worth
+    /// it when one batch serves many phones (the simulator); 16 to 32
+    /// bytes of memory per EphID.
     pub fn with_ephid_tables(mut self) -> MatchIndex {
-        if let Kind::Compact { keys, days, tables } = &mut self.kind {
-            *tables = Some(days.iter().map(|d| DayTable::build(d, keys)).collect());
+        if let Kind::Compact { keys, table, .. } = &mut self.kind {
+            *table = Some(EphIdTable::build(keys));
         }
         self
+    }
+
+    /// Whether windows seen from day `from` to day `to` (inclusive) can
+    /// match at all: false when the batch holds no key for any of those
+    /// days. An unlinkable filter does not say which days it covers, so it
+    /// always may. A phone need not read such windows from its store.
+    pub fn covers(&self, from: DayNumber, to: DayNumber) -> bool {
+        match &self.kind {
+            Kind::Compact { days, .. } => {
+                let first = days.partition_point(|d| d.day < from);
+                days.get(first).is_some_and(|d| d.day <= to)
+            }
+            Kind::Unlinkable(_) => true,
+        }
+    }
+
+    /// Whether a window that heard `ephid` from `first_seen` to `last_seen`
+    /// may match: with EphID tables, one probe that rules out all but a few
+    /// of the windows that do not match; otherwise (streaming, unlinkable)
+    /// always true, the full check being left to matching. A phone can thus
+    /// load only the windows that pass, with their RSSI samples, and give
+    /// those to [`MatchIndex::match_windows_indexed`].
+    pub fn may_match(
+        &self,
+        ephid: &EphId,
+        first_seen: Timestamp,
+        last_seen: Timestamp,
+        skew: u8,
+    ) -> bool {
+        let Kind::Compact {
+            table: Some(table), ..
+        } = &self.kind
+        else {
+            return true;
+        };
+        Self::allowed_between(first_seen, last_seen, skew).is_some()
+            && table.find(ephid, |_| Some(())).is_some()
     }
 
     /// Number of published keys (compact) or filter entries (unlinkable).
@@ -324,8 +381,16 @@ impl MatchIndex {
     /// `epoch ± skew` (SPEC §10.3). `None` if the window is too long for any
     /// one epoch — a replayed EphID.
     fn allowed_epochs(window: &ObservedWindow, skew: u8) -> Option<(EpochNumber, EpochNumber)> {
-        let lo = window.last_epoch().offset(-i64::from(skew));
-        let hi = window.first_epoch().offset(i64::from(skew));
+        Self::allowed_between(window.first_seen, window.last_seen, skew)
+    }
+
+    fn allowed_between(
+        first_seen: Timestamp,
+        last_seen: Timestamp,
+        skew: u8,
+    ) -> Option<(EpochNumber, EpochNumber)> {
+        let lo = last_seen.epoch().offset(-i64::from(skew));
+        let hi = first_seen.epoch().offset(i64::from(skew));
         (lo <= hi).then_some((lo, hi))
     }
 
@@ -347,69 +412,76 @@ impl MatchIndex {
             .collect()
     }
 
+    /// The key (index into the day-sorted keys) and epoch of the published
+    /// EphID one window heard, through the EphID table.
+    #[inline]
+    fn find_in_table(
+        keys: &[IndexedKey],
+        table: &EphIdTable,
+        window: &ObservedWindow,
+        skew: u8,
+    ) -> Option<(usize, EpochNumber)> {
+        let (lo, hi) = Self::allowed_epochs(window, skew)?;
+        table.find(&window.ephid, |r| {
+            let (k, i) = ((r / EPOCHS_PER_DAY) as usize, r % EPOCHS_PER_DAY);
+            // Invariant: refs are key · 96 + epoch, epoch < 96.
+            let index = EpochIndex::new(i as u8)?;
+            let epoch = keys[k].generator.day().epoch(index);
+            (lo <= epoch && epoch <= hi && keys[k].generator.ephid(index) == window.ephid)
+                .then_some((k, epoch))
+        })
+    }
+
     /// For each window, the index (into the day-sorted keys) and epoch of
     /// the published EphID it heard.
     fn find(&self, windows: &[ObservedWindow], skew: u8) -> Vec<Option<(usize, EpochNumber)>> {
-        let Kind::Compact { keys, days, tables } = &self.kind else {
+        let Kind::Compact { keys, days, table } = &self.kind else {
             return vec![None; windows.len()];
         };
+        if let Some(table) = table {
+            return windows
+                .iter()
+                .map(|w| Self::find_in_table(keys, table, w, skew))
+                .collect();
+        }
         let allowed: Vec<_> = windows
             .iter()
             .map(|w| Self::allowed_epochs(w, skew))
             .collect();
-        let confirm = |w: usize, k: usize, index: EpochIndex, day: DayNumber| {
-            let (lo, hi) = allowed[w]?;
-            let epoch = day.epoch(index);
-            (lo <= epoch && epoch <= hi && keys[k].generator.ephid(index) == windows[w].ephid)
-                .then_some((k, epoch))
-        };
-        match tables {
-            Some(tables) => (0..windows.len())
-                .map(|w| {
-                    let (lo, hi) = allowed[w]?;
-                    let first = tables.partition_point(|t| t.day < lo.day());
-                    tables[first..]
-                        .iter()
-                        .take_while(|t| t.day <= hi.day())
-                        .flat_map(|t| t.candidates(&windows[w].ephid).map(move |r| (t.day, r)))
-                        .find_map(|(day, r)| {
-                            let (k, i) = (r / EPOCHS_PER_DAY, r % EPOCHS_PER_DAY);
-                            // Invariant: refs are key · 96 + epoch, epoch < 96.
-                            confirm(w, k as usize, EpochIndex::new(i as u8)?, day)
-                        })
-                })
-                .collect(),
-            None => {
-                let mut hits = vec![None; windows.len()];
-                let mut by_day: BTreeMap<DayNumber, Vec<u32>> = BTreeMap::new();
-                for (w, range) in allowed.iter().enumerate() {
-                    if let Some((lo, hi)) = range {
-                        for d in lo.day().0..=hi.day().0 {
-                            // Invariant: the caller's slice length fits in u32.
-                            by_day.entry(DayNumber(d)).or_default().push(w as u32);
-                        }
-                    }
+        let mut hits = vec![None; windows.len()];
+        let mut by_day: BTreeMap<DayNumber, Vec<u32>> = BTreeMap::new();
+        for (w, range) in allowed.iter().enumerate() {
+            if let Some((lo, hi)) = range {
+                for d in lo.day().0..=hi.day().0 {
+                    // Invariant: the caller's slice length fits in u32.
+                    by_day.entry(DayNumber(d)).or_default().push(w as u32);
                 }
-                let mut stream = [0u8; EPHID_KEYSTREAM_LEN];
-                for day in days {
-                    let Some(members) = by_day.get(&day.day) else {
-                        continue;
-                    };
-                    let table = WindowTable::build(members, windows);
-                    for (k, key) in keys.iter().enumerate().take(day.end).skip(day.start) {
-                        key.generator.fill_ephids(&mut stream);
-                        for (i, ephid) in EpochIndex::all().zip(stream.chunks_exact(EPHID_LEN)) {
-                            table.probe(ephid, |w| {
-                                if hits[w].is_none() {
-                                    hits[w] = confirm(w, k, i, day.day);
-                                }
-                            });
-                        }
-                    }
-                }
-                hits
             }
         }
+        let mut stream = [0u8; EPHID_KEYSTREAM_LEN];
+        for day in days {
+            let Some(members) = by_day.get(&day.day) else {
+                continue;
+            };
+            let table = WindowTable::build(members, windows);
+            for (k, key) in keys.iter().enumerate().take(day.end).skip(day.start) {
+                key.generator.fill_ephids(&mut stream);
+                for (i, ephid) in EpochIndex::all().zip(stream.chunks_exact(EPHID_LEN)) {
+                    table.probe(ephid, |w| {
+                        if hits[w].is_none() {
+                            hits[w] = allowed[w].and_then(|(lo, hi)| {
+                                let epoch = day.day.epoch(i);
+                                (lo <= epoch
+                                    && epoch <= hi
+                                    && key.generator.ephid(i) == windows[w].ephid)
+                                    .then_some((k, epoch))
+                            });
+                        }
+                    });
+                }
+            }
+        }
+        hits
     }
 
     /// Matches a phone's windows; each match becomes an [`Exposure`]
@@ -448,32 +520,44 @@ impl MatchIndex {
             matched_on: today,
         };
         match &self.kind {
-            Kind::Compact { keys, .. } => {
-                self.find(windows, options.epoch_skew)
-                    .into_iter()
-                    .zip(windows)
-                    .enumerate()
-                    .filter_map(|(n, (hit, w))| {
-                        let (k, epoch) = hit?;
-                        let key = &keys[k];
-                        // SPEC §10.4: metadata that does not decrypt to a known
-                        // version under the matched key is refused; metadata is
-                        // not authenticated, so this catches only a changed
-                        // version byte (or a false fingerprint match).
-                        let metadata = key
-                            .generator
-                            .decrypt_metadata(epoch.index(), w.metadata)
-                            .ok()?;
-                        let origin = self
-                            .origins
-                            .get(usize::from(key.origin))
-                            .unwrap_or(&self.region);
-                        Some((
-                            n,
-                            exposure(w, Some(metadata.tx_power_dbm), key.days_since_onset, origin),
-                        ))
-                    })
-                    .collect()
+            Kind::Compact { keys, table, .. } => {
+                let matched = |n: usize, (k, epoch): (usize, EpochNumber), w: &ObservedWindow| {
+                    let key: &IndexedKey = &keys[k];
+                    // SPEC §10.4: metadata that does not decrypt to a known
+                    // version under the matched key is refused; metadata is
+                    // not authenticated, so this catches only a changed
+                    // version byte (or a false fingerprint match).
+                    let metadata = key
+                        .generator
+                        .decrypt_metadata(epoch.index(), w.metadata)
+                        .ok()?;
+                    let origin = self
+                        .origins
+                        .get(usize::from(key.origin))
+                        .unwrap_or(&self.region);
+                    Some((
+                        n,
+                        exposure(w, Some(metadata.tx_power_dbm), key.days_since_onset, origin),
+                    ))
+                };
+                match table {
+                    // One probe per window, no allocation unless it matches.
+                    Some(table) => windows
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(n, w)| {
+                            let hit = Self::find_in_table(keys, table, w, options.epoch_skew)?;
+                            matched(n, hit, w)
+                        })
+                        .collect(),
+                    None => self
+                        .find(windows, options.epoch_skew)
+                        .into_iter()
+                        .zip(windows)
+                        .enumerate()
+                        .filter_map(|(n, (hit, w))| matched(n, hit?, w))
+                        .collect(),
+                }
             }
             Kind::Unlinkable(filter) => windows
                 .iter()
@@ -582,6 +666,71 @@ mod tests {
             assert_eq!(index.lookup(&windows, 1)[0].map(|h| h.key), Some(200));
             assert_eq!(index.lookup(&windows, 1)[1], None);
         }
+    }
+
+    #[test]
+    fn may_match_passes_every_match_and_few_others() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+        let keys: Vec<DailyKey> = (0..50).map(|_| DailyKey::generate(&mut rng)).collect();
+        let b = batch(keys.iter().map(|k| published(k, DAY)).collect());
+        let [streaming, tables] = both(&b);
+        for k in &keys {
+            let w = window(&k.ephid_generator(DAY), 40, 0, 120);
+            assert!(tables.may_match(&w.ephid, w.first_seen, w.last_seen, 1));
+            assert!(streaming.may_match(&w.ephid, w.first_seen, w.last_seen, 1));
+            // Too long for any one epoch: a replay, never a match.
+            assert!(!tables.may_match(
+                &w.ephid,
+                w.first_seen,
+                Timestamp(w.first_seen.0 + 3 * 900),
+                1
+            ));
+        }
+        let strangers: Vec<ObservedWindow> = (0..2_000)
+            .map(|_| {
+                window(
+                    &DailyKey::generate(&mut rng).ephid_generator(DAY),
+                    40,
+                    0,
+                    120,
+                )
+            })
+            .collect();
+        let passed = strangers
+            .iter()
+            .filter(|w| tables.may_match(&w.ephid, w.first_seen, w.last_seen, 1))
+            .count();
+        // The presence filter lets about 1 in 16 through.
+        assert!(passed < 300, "{passed} of 2,000 strangers passed");
+        assert!(strangers.iter().all(|w| streaming.may_match(
+            &w.ephid,
+            w.first_seen,
+            w.last_seen,
+            1
+        )));
+        assert!(tables.match_windows(&strangers, &options(), DAY).is_empty());
+    }
+
+    #[test]
+    fn covers_names_the_days_with_keys() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let later = DAY.offset(3);
+        let keys = vec![
+            published(&DailyKey::generate(&mut rng), later),
+            published(&DailyKey::generate(&mut rng), DAY),
+        ];
+        for index in both(&batch(keys)) {
+            assert!(index.covers(DAY, DAY));
+            assert!(index.covers(DAY.offset(1), later));
+            assert!(index.covers(DAY.offset(-5), DAY));
+            assert!(!index.covers(DAY.offset(1), DAY.offset(2)));
+            assert!(!index.covers(later.offset(1), later.offset(9)));
+            assert!(!index.covers(DAY.offset(-9), DAY.offset(-1)));
+        }
+        let filter = EpochFilter::with_capacity(1).expect("filter");
+        let mut b = batch(Vec::new());
+        b.payload = BatchPayload::Unlinkable(filter);
+        assert!(MatchIndex::prepare(&b).covers(DAY, DAY));
     }
 
     #[test]

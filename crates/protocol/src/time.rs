@@ -76,6 +76,9 @@ impl EpochNumber {
 }
 
 impl EpochIndex {
+    /// The day's first epoch, 00:00–00:15 UTC.
+    pub const FIRST: EpochIndex = EpochIndex(0);
+
     /// The index `i` if it is below 96.
     pub fn new(i: u8) -> Option<EpochIndex> {
         (u32::from(i) < EPOCHS_PER_DAY).then_some(EpochIndex(i))
