@@ -24,6 +24,7 @@
 //! nothing to look up.
 
 use crate::contacts::{Contact, ContactKind};
+use crate::grouped::{Grouped, Parts};
 use crate::population::Population;
 use crate::radio;
 use crate::rng::{self, Stream};
@@ -51,9 +52,11 @@ const SAMPLE_SECS: u32 = 60;
 pub const RETENTION: u32 = RETENTION_DAYS;
 /// First epoch of the day in which contacts start (08:00).
 const FIRST_CONTACT_EPOCH: u32 = 32;
+/// Contacts per producer when grouping them by sender.
+const CHUNK: usize = 16_384;
 
 /// One exposure window as a phone stores it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct WindowRecord {
     ephid: [u8; 16],
     metadata: [u8; 4],
@@ -64,29 +67,19 @@ pub struct WindowRecord {
     rssi: i8,
 }
 
-/// One day's windows, grouped by the phone that recorded them (CSR).
-#[derive(Debug, Default)]
+/// One day's windows, grouped by the phone that recorded them.
+#[derive(Debug)]
 struct DayWindows {
     /// The simulation day they were recorded on.
     day: u32,
-    offsets: Vec<u32>,
-    records: Vec<WindowRecord>,
-}
-
-impl DayWindows {
-    fn of(&self, agent: usize) -> &[WindowRecord] {
-        if self.offsets.is_empty() {
-            return &[];
-        }
-        &self.records[self.offsets[agent] as usize..self.offsets[agent + 1] as usize]
-    }
+    windows: Grouped<WindowRecord>,
 }
 
 /// One end of a contact between two app users, seen from the sender.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Heard {
     receiver: u32,
-    /// Index of the contact among the day's app-user contacts.
+    /// Index of the contact among the day's contacts.
     contact: u32,
     sender_is_a: bool,
     kind: ContactKind,
@@ -225,7 +218,7 @@ impl Phones {
 
     /// Windows stored on all phones.
     pub fn stored_windows(&self) -> usize {
-        self.windows.iter().map(|d| d.records.len()).sum()
+        self.windows.iter().map(|d| d.windows.len()).sum()
     }
 
     /// Records the windows of the day's contacts between two app users.
@@ -237,147 +230,119 @@ impl Phones {
         day: u32,
     ) {
         let started = Instant::now();
-        let n = pop.len();
-        let app: Vec<&Contact> = contacts
-            .iter()
-            .filter(|c| pop.app[c.a as usize] && pop.app[c.b as usize])
-            .collect();
+        let parts = Parts::new(pop.len());
         // Each phone's contacts, so that a sender derives its day's EphIDs
         // once (one keystream run) for all the phones that hear it.
-        let mut heard_by = vec![0u32; n + 1];
-        for c in &app {
-            heard_by[c.a as usize + 1] += 1;
-            heard_by[c.b as usize + 1] += 1;
-        }
-        for i in 0..n {
-            heard_by[i + 1] += heard_by[i];
-        }
-        // Each sender's contacts, copied in sender order so that the
-        // sender's loop below reads them in sequence.
-        let mut next = heard_by.clone();
-        let mut contact_of = vec![
-            Heard {
-                receiver: 0,
-                contact: 0,
-                sender_is_a: false,
-                kind: ContactKind::Household,
-                minutes: 0,
-            };
-            heard_by[n] as usize
-        ];
-        for (i, c) in app.iter().enumerate() {
-            for (sender, receiver, sender_is_a) in [(c.a, c.b, true), (c.b, c.a, false)] {
-                contact_of[next[sender as usize] as usize] = Heard {
-                    receiver,
-                    contact: i as u32,
-                    sender_is_a,
-                    kind: c.kind,
-                    minutes: c.minutes,
-                };
-                next[sender as usize] += 1;
-            }
-        }
-        drop(next);
+        let heard: Grouped<Heard> = Grouped::build(
+            parts,
+            contacts
+                .par_chunks(CHUNK)
+                .enumerate()
+                .map(|(chunk, cs)| {
+                    let mut buckets = parts.buckets();
+                    let app = cs
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| pop.app[c.a as usize] && pop.app[c.b as usize]);
+                    for (i, c) in app {
+                        let contact = (chunk * CHUNK + i) as u32;
+                        for (sender, receiver, sender_is_a) in [(c.a, c.b, true), (c.b, c.a, false)]
+                        {
+                            buckets[parts.of(sender)].push((
+                                sender,
+                                Heard {
+                                    receiver,
+                                    contact,
+                                    sender_is_a,
+                                    kind: c.kind,
+                                    minutes: c.minutes,
+                                },
+                            ));
+                        }
+                    }
+                    buckets
+                })
+                .collect(),
+        );
         let pday = protocol_day(day);
         let seed = self.seed;
         let metadata = Metadata {
             tx_power_dbm: s.radio.tx_power_dbm,
         };
-        let cap = s.app.max_windows_per_contact;
-        let first_contact_epoch =
-            EpochIndex::new(FIRST_CONTACT_EPOCH as u8).expect("08:00 is an epoch of the day");
+        let cap = s.app.max_windows_per_contact.clamp(1, EPOCHS_PER_DAY);
+        // Contacts start at 08:00, earlier only if they are too long to fit.
+        let first_epoch = FIRST_CONTACT_EPOCH.min(EPOCHS_PER_DAY - cap);
+        let first_index =
+            EpochIndex::new(first_epoch as u8).expect("an index below 96 is an epoch of the day");
         let day_offset = day * 86_400;
-        let directed: Vec<(u32, WindowRecord)> = (0..n as u32)
+        let heard = &heard;
+        let produced: Vec<Vec<Vec<(u32, WindowRecord)>>> = (0..parts.count())
             .into_par_iter()
-            .filter(|&a| heard_by[a as usize] < heard_by[a as usize + 1])
-            .flat_map_iter(|sender| {
-                // What the sender broadcasts from the first contact epoch on.
-                let beacons = daily_key(seed, sender, day)
-                    .ephid_generator(pday)
-                    .beacons_from(first_contact_epoch, metadata);
-                let range =
-                    heard_by[sender as usize] as usize..heard_by[sender as usize + 1] as usize;
-                let mut out = Vec::with_capacity(range.len() * cap as usize);
-                for h in &contact_of[range] {
-                    let receiver = h.receiver;
-                    let i = h.contact;
-                    let windows = u32::from(h.minutes).div_ceil(15).clamp(1, cap);
-                    let (a, b) = if h.sender_is_a {
-                        (sender, receiver)
-                    } else {
-                        (receiver, sender)
-                    };
-                    let key = (u64::from(a) << 32) | u64::from(b);
-                    let latest = EPOCHS_PER_DAY - windows;
-                    let span = latest.saturating_sub(FIRST_CONTACT_EPOCH) + 1;
-                    let start = FIRST_CONTACT_EPOCH
-                        + (rng::uniform(seed, Stream::Radio, u64::from(day), key, u64::from(i))
-                            * f64::from(span)) as u32;
-                    let start = start.min(latest);
-                    let mean_loss = radio::mean_path_loss(
-                        &s.radio,
-                        radio::distance(&s.radio, seed, key, h.kind),
-                    );
-                    for w in 0..windows {
-                        let minutes = (u32::from(h.minutes).saturating_sub(15 * w)).clamp(1, 15);
-                        let epoch = start + w;
-                        // Contact epochs lie within the day (start ≤ 96 − windows).
-                        let beacon = &beacons[(epoch - FIRST_CONTACT_EPOCH) as usize];
-                        // The channel is reciprocal: both phones see the same loss.
-                        let loss =
-                            mean_loss + radio::shadowing(&s.radio, seed, key, h.kind, u64::from(w));
-                        out.push((
-                            receiver,
-                            WindowRecord {
-                                ephid: beacon.ephid.0,
-                                metadata: beacon.metadata.0,
-                                first_seen: day_offset + epoch * EPOCH_SECONDS as u32,
-                                duration_secs: (minutes * SAMPLE_SECS) as u16,
-                                rssi: radio::rssi(
-                                    &s.radio,
-                                    loss,
-                                    pop.tx_error_db[sender as usize],
-                                    pop.rx_error_db[receiver as usize],
-                                ),
-                            },
-                        ));
+            .map(|p| {
+                let mut buckets = parts.buckets();
+                for sender in parts.agents(p) {
+                    let list = heard.of(sender);
+                    if list.is_empty() {
+                        continue;
+                    }
+                    let sender = sender as u32;
+                    // What the sender broadcasts from the first contact epoch on.
+                    let beacons = daily_key(seed, sender, day)
+                        .ephid_generator(pday)
+                        .beacons_from(first_index, metadata);
+                    for h in list {
+                        let receiver = h.receiver;
+                        let windows = u32::from(h.minutes).div_ceil(15).clamp(1, cap);
+                        let (a, b) = if h.sender_is_a {
+                            (sender, receiver)
+                        } else {
+                            (receiver, sender)
+                        };
+                        let key = (u64::from(a) << 32) | u64::from(b);
+                        let latest = EPOCHS_PER_DAY - windows;
+                        let span = latest.saturating_sub(first_epoch) + 1;
+                        let u = rng::uniform(
+                            seed,
+                            Stream::Radio,
+                            u64::from(day),
+                            key,
+                            u64::from(h.contact),
+                        );
+                        let start = (first_epoch + (u * f64::from(span)) as u32).min(latest);
+                        let mut channel = radio::Channel::new(&s.radio, seed, day, key, h.kind);
+                        for w in 0..windows {
+                            let minutes =
+                                (u32::from(h.minutes).saturating_sub(15 * w)).clamp(1, 15);
+                            let epoch = start + w;
+                            // first_epoch ≤ start ≤ epoch < 96.
+                            let beacon = &beacons[(epoch - first_epoch) as usize];
+                            let loss = channel.next_loss();
+                            buckets[parts.of(receiver)].push((
+                                receiver,
+                                WindowRecord {
+                                    ephid: beacon.ephid.0,
+                                    metadata: beacon.metadata.0,
+                                    first_seen: day_offset + epoch * EPOCH_SECONDS as u32,
+                                    duration_secs: (minutes * SAMPLE_SECS) as u16,
+                                    rssi: radio::rssi(
+                                        &s.radio,
+                                        loss,
+                                        pop.tx_error_db[sender as usize],
+                                        pop.rx_error_db[receiver as usize],
+                                    ),
+                                },
+                            ));
+                        }
                     }
                 }
-                out
+                buckets
             })
             .collect();
-
-        // Counting sort by receiver, keeping generation order: deterministic.
-        let mut offsets = vec![0u32; n + 1];
-        for (r, _) in &directed {
-            offsets[*r as usize + 1] += 1;
-        }
-        for i in 0..n {
-            offsets[i + 1] += offsets[i];
-        }
-        let mut next = offsets.clone();
-        let mut records = vec![
-            WindowRecord {
-                ephid: [0; 16],
-                metadata: [0; 4],
-                first_seen: 0,
-                duration_secs: 0,
-                rssi: 0,
-            };
-            directed.len()
-        ];
-        for (r, rec) in directed {
-            records[next[r as usize] as usize] = rec;
-            next[r as usize] += 1;
-        }
+        let windows = Grouped::build(parts, produced);
         if self.windows.len() == RETENTION_DAYS as usize {
             self.windows.pop_front();
         }
-        self.windows.push_back(DayWindows {
-            day,
-            offsets,
-            records,
-        });
+        self.windows.push_back(DayWindows { day, windows });
         self.timings.sightings += started.elapsed();
     }
 
@@ -396,7 +361,7 @@ impl Phones {
         let skew = self.options.epoch_skew;
         let (mut looked_up, mut n) = (0, 0);
         for day in days {
-            let records = day.of(agent);
+            let records = day.windows.of(agent);
             looked_up += records.len();
             for rec in records {
                 let ephid = EphId(rec.ephid);
@@ -543,37 +508,47 @@ impl Phones {
                 .collect();
             let days = &days[..];
             let this = &*self;
-            let found: Vec<(u32, u64, Vec<Exposure>)> = this
+            // (windows looked up, phones that matched with their exposures)
+            let (looked_up, found) = this
                 .users
                 .par_iter()
                 .map_init(Vec::new, |buf, &agent| {
                     let (looked_up, n) = this.candidate_windows(agent as usize, days, &index, buf);
-                    if looked_up == 0 {
-                        return None;
-                    }
                     let hits = if n == 0 {
                         Vec::new()
                     } else {
                         index.match_windows_indexed(&buf[..n], &options, today)
                     };
-                    Some((
-                        agent,
-                        looked_up as u64,
-                        hits.into_iter().map(|(_, e)| e).collect(),
-                    ))
+                    (looked_up as u64, agent, hits)
                 })
-                .flatten()
-                .collect();
-            for (agent, looked_up, exposures) in found {
-                result.windows_looked_up += looked_up;
-                if exposures.is_empty() {
-                    continue;
-                }
-                result.matches += exposures.len() as u64;
-                self.exposures[agent as usize].extend(exposures);
-                if let Err(at) = self.tracked.binary_search(&agent) {
-                    self.tracked.insert(at, agent);
-                }
+                .fold(
+                    || (0u64, Vec::new()),
+                    |(sum, mut found), (looked_up, agent, hits)| {
+                        if !hits.is_empty() {
+                            found.push((agent, hits));
+                        }
+                        (sum + looked_up, found)
+                    },
+                )
+                .reduce(
+                    || (0u64, Vec::new()),
+                    |(a, mut x), (b, y)| {
+                        x.extend(y);
+                        (a + b, x)
+                    },
+                );
+            result.windows_looked_up = looked_up;
+            // Each phone appears once, so the order threads finish in does
+            // not change any phone's exposures; `tracked` is sorted below.
+            let before = self.tracked.len();
+            for (agent, hits) in found {
+                result.matches += hits.len() as u64;
+                self.exposures[agent as usize].extend(hits.into_iter().map(|(_, e)| e));
+                self.tracked.push(agent);
+            }
+            if self.tracked.len() > before {
+                self.tracked.sort_unstable();
+                self.tracked.dedup();
             }
             self.timings.matching += started.elapsed();
         }

@@ -14,10 +14,11 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 /// Where a contact happened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum ContactKind {
     /// At home.
+    #[default]
     Household = 0,
     /// At the workplace or school.
     Work = 1,

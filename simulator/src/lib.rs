@@ -26,6 +26,7 @@ pub mod app;
 pub mod bench;
 pub mod contacts;
 pub mod disease;
+pub mod grouped;
 pub mod plot;
 pub mod population;
 pub mod radio;

@@ -17,6 +17,8 @@
 use crate::contacts::ContactKind;
 use crate::rng::{self, Stream};
 use crate::scenario::RadioParams;
+use rand::rngs::SmallRng;
+use rand_distr::{Distribution, StandardNormal};
 
 /// The median distance of a contact kind, metres.
 pub fn median_distance(p: &RadioParams, kind: ContactKind) -> f64 {
@@ -29,23 +31,34 @@ pub fn median_distance(p: &RadioParams, kind: ContactKind) -> f64 {
     }
 }
 
-/// The distance of a contact, metres: log-normal around the kind's median,
-/// drawn from the contact's coordinates (`key`).
-pub fn distance(p: &RadioParams, seed: u64, key: u64, kind: ContactKind) -> f64 {
-    let z = rng::normal(seed, Stream::Radio, key, kind as u64, 1 << 32);
-    (median_distance(p, kind) * (p.distance_log_sd * z).exp()).max(0.1)
+/// The radio channel of one contact: its distance, then the shadowing of
+/// each window, drawn in sequence from the contact's coordinates (`key`),
+/// so both phones see the same channel (it is reciprocal).
+#[derive(Debug)]
+pub struct Channel {
+    rng: SmallRng,
+    mean_loss: f64,
+    shadowing_db: f64,
 }
 
-/// The path loss at `distance` metres before shadowing, dB.
-pub fn mean_path_loss(p: &RadioParams, distance: f64) -> f64 {
-    p.loss_at_1m_db + 10.0 * p.exponent * distance.log10()
-}
+impl Channel {
+    /// The channel of the contact `key` of kind `kind` on `day`.
+    pub fn new(p: &RadioParams, seed: u64, day: u32, key: u64, kind: ContactKind) -> Channel {
+        let mut rng = rng::small_rng(seed, Stream::Radio, u64::from(day), key ^ kind as u64);
+        let z: f64 = StandardNormal.sample(&mut rng);
+        let distance = (median_distance(p, kind) * (p.distance_log_sd * z).exp()).max(0.1);
+        Channel {
+            rng,
+            mean_loss: p.loss_at_1m_db + 10.0 * p.exponent * distance.log10(),
+            shadowing_db: p.shadowing_db,
+        }
+    }
 
-/// The shadowing of one window of a contact, dB: drawn from the contact's
-/// coordinates (`key`) and the window number, the same for both
-/// directions (the channel is reciprocal).
-pub fn shadowing(p: &RadioParams, seed: u64, key: u64, kind: ContactKind, window: u64) -> f64 {
-    rng::normal(seed, Stream::Radio, key, kind as u64, window) * p.shadowing_db
+    /// The path loss of the contact's next window, dB.
+    pub fn next_loss(&mut self) -> f64 {
+        let x: f64 = StandardNormal.sample(&mut self.rng);
+        self.mean_loss + x * self.shadowing_db
+    }
 }
 
 /// The calibrated RSSI the receiver records.

@@ -63,14 +63,6 @@ pub fn uniform(seed: u64, stream: Stream, a: u64, b: u64, c: u64) -> f64 {
     unit(hash(seed, stream, a, b, c))
 }
 
-/// A standard normal draw at the given coordinates (Box–Muller).
-pub fn normal(seed: u64, stream: Stream, a: u64, b: u64, c: u64) -> f64 {
-    let h = hash(seed, stream, a, b, c);
-    let u1 = unit(mix(h)).max(f64::MIN_POSITIVE);
-    let u2 = unit(h);
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
 /// A small fast generator for a sequence of draws at the given coordinates.
 pub fn small_rng(seed: u64, stream: Stream, a: u64, b: u64) -> SmallRng {
     SmallRng::seed_from_u64(hash(seed, stream, a, b, 0))
