@@ -36,7 +36,7 @@ use greenlight_protocol::{
     evaluate, BatchNumber, BatchPayload, Colour, DailyKey, DayNumber, EncryptedMetadata, EphId,
     EpochFilter, EpochHash, EpochIndex, Exposure, ExposurePolicy, KeyBatch, MatchIndex,
     MatchOptions, Metadata, ObservedWindow, PositiveTest, PublishedKey, RegionId, Rssi,
-    StatusInput, Timestamp,
+    StatusInput, Timestamp, WindowKey,
 };
 use rayon::prelude::*;
 use std::collections::VecDeque;
@@ -55,16 +55,26 @@ const FIRST_CONTACT_EPOCH: u32 = 32;
 /// Contacts per producer when grouping them by sender.
 const CHUNK: usize = 16_384;
 
-/// One exposure window as a phone stores it.
+/// One exposure window as a phone stores it, in 23 bytes (every field is
+/// bytes, so there is no padding): the day is its [`DayWindows`]'s.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WindowRecord {
     ephid: [u8; 16],
     metadata: [u8; 4],
-    /// First sighting, seconds after the start of day 0.
-    first_seen: u32,
-    /// First to last sighting plus one scan period, seconds.
-    duration_secs: u16,
+    /// The epoch of the day it starts in (contacts start on an epoch).
+    epoch: u8,
+    /// Scans in the window, one a minute: 1 to 15.
+    minutes: u8,
     rssi: i8,
+}
+
+impl WindowRecord {
+    /// First sighting and last sighting of the window, on simulation `day`.
+    fn seen(&self, day: u32) -> (Timestamp, Timestamp) {
+        let first = Timestamp(protocol_day(day).start().0 + u64::from(self.epoch) * EPOCH_SECONDS);
+        let last = Timestamp(first.0 + (u64::from(self.minutes) - 1) * u64::from(SAMPLE_SECS));
+        (first, last)
+    }
 }
 
 /// One day's windows, grouped by the phone that recorded them.
@@ -73,6 +83,15 @@ struct DayWindows {
     /// The simulation day they were recorded on.
     day: u32,
     windows: Grouped<WindowRecord>,
+}
+
+/// A matching thread's buffers, reused from phone to phone.
+#[derive(Debug, Default)]
+struct Scratch {
+    keys: Vec<WindowKey>,
+    records: Vec<WindowRecord>,
+    passed: Vec<usize>,
+    windows: Vec<ObservedWindow>,
 }
 
 /// One end of a contact between two app users, seen from the sender.
@@ -274,7 +293,6 @@ impl Phones {
         let first_epoch = FIRST_CONTACT_EPOCH.min(EPOCHS_PER_DAY - cap);
         let first_index =
             EpochIndex::new(first_epoch as u8).expect("an index below 96 is an epoch of the day");
-        let day_offset = day * 86_400;
         let heard = &heard;
         let produced: Vec<Vec<Vec<(u32, WindowRecord)>>> = (0..parts.count())
             .into_par_iter()
@@ -322,8 +340,8 @@ impl Phones {
                                 WindowRecord {
                                     ephid: beacon.ephid.0,
                                     metadata: beacon.metadata.0,
-                                    first_seen: day_offset + epoch * EPOCH_SECONDS as u32,
-                                    duration_secs: (minutes * SAMPLE_SECS) as u16,
+                                    epoch: epoch as u8,
+                                    minutes: minutes as u8,
                                     rssi: radio::rssi(
                                         &s.radio,
                                         loss,
@@ -347,53 +365,53 @@ impl Phones {
     }
 
     /// Looks up the windows of `agent` recorded on the days in `days` with
-    /// [`MatchIndex::may_match`] and puts those that pass in `buf` as
-    /// [`ObservedWindow`]s (reusing its allocations), as a phone would
+    /// [`MatchIndex::may_match`] and puts those that pass in `scratch.windows`
+    /// as [`ObservedWindow`]s (reusing its allocations), as a phone would
     /// read only those from its store. Returns (looked up, passed).
     fn candidate_windows(
         &self,
         agent: usize,
         days: &[&DayWindows],
         index: &MatchIndex,
-        buf: &mut Vec<ObservedWindow>,
+        scratch: &mut Scratch,
     ) -> (usize, usize) {
-        let base = START_DAY.start().0;
-        let skew = self.options.epoch_skew;
-        let (mut looked_up, mut n) = (0, 0);
+        scratch.keys.clear();
+        scratch.records.clear();
         for day in days {
-            let records = day.windows.of(agent);
-            looked_up += records.len();
-            for rec in records {
-                let ephid = EphId(rec.ephid);
-                let first_seen = Timestamp(base + u64::from(rec.first_seen));
-                let last_seen = Timestamp(
-                    first_seen.0
-                        + u64::from(rec.duration_secs).saturating_sub(u64::from(SAMPLE_SECS)),
-                );
-                if !index.may_match(&ephid, first_seen, last_seen, skew) {
-                    continue;
-                }
-                let samples = usize::from(rec.duration_secs) / SAMPLE_SECS as usize;
-                if n == buf.len() {
-                    buf.push(ObservedWindow {
-                        ephid,
-                        metadata: EncryptedMetadata(rec.metadata),
-                        first_seen,
-                        last_seen,
-                        rssi: Vec::with_capacity(15),
-                    });
-                }
-                let w = &mut buf[n];
-                w.ephid = ephid;
-                w.metadata = EncryptedMetadata(rec.metadata);
-                w.first_seen = first_seen;
-                w.last_seen = last_seen;
-                w.rssi.clear();
-                w.rssi.resize(samples.max(1), Rssi(rec.rssi));
-                n += 1;
+            for rec in day.windows.of(agent) {
+                let (first_seen, last_seen) = rec.seen(day.day);
+                scratch.keys.push(WindowKey {
+                    ephid: EphId(rec.ephid),
+                    first_seen,
+                    last_seen,
+                });
+                scratch.records.push(*rec);
             }
         }
-        (looked_up, n)
+        scratch.passed.clear();
+        index.may_match(&scratch.keys, self.options.epoch_skew, &mut scratch.passed);
+        let buf = &mut scratch.windows;
+        for (n, &i) in scratch.passed.iter().enumerate() {
+            let (key, rec) = (&scratch.keys[i], &scratch.records[i]);
+            let samples = usize::from(rec.minutes);
+            if n == buf.len() {
+                buf.push(ObservedWindow {
+                    ephid: key.ephid,
+                    metadata: EncryptedMetadata(rec.metadata),
+                    first_seen: key.first_seen,
+                    last_seen: key.last_seen,
+                    rssi: Vec::with_capacity(15),
+                });
+            }
+            let w = &mut buf[n];
+            w.ephid = key.ephid;
+            w.metadata = EncryptedMetadata(rec.metadata);
+            w.first_seen = key.first_seen;
+            w.last_seen = key.last_seen;
+            w.rssi.clear();
+            w.rssi.resize(samples.max(1), Rssi(rec.rssi));
+        }
+        (scratch.keys.len(), scratch.passed.len())
     }
 
     /// An app user who tested positive on `result_day` and consented
@@ -512,12 +530,13 @@ impl Phones {
             let (looked_up, found) = this
                 .users
                 .par_iter()
-                .map_init(Vec::new, |buf, &agent| {
-                    let (looked_up, n) = this.candidate_windows(agent as usize, days, &index, buf);
+                .map_init(Scratch::default, |scratch, &agent| {
+                    let (looked_up, n) =
+                        this.candidate_windows(agent as usize, days, &index, scratch);
                     let hits = if n == 0 {
                         Vec::new()
                     } else {
-                        index.match_windows_indexed(&buf[..n], &options, today)
+                        index.match_windows_indexed(&scratch.windows[..n], &options, today)
                     };
                     (looked_up as u64, agent, hits)
                 })
