@@ -8,10 +8,15 @@ use std::fmt;
 pub const MAX_REGION_ID_LEN: usize = 16;
 
 /// A health authority's region, e.g. `CH-ZH` or `DE`: 1 to 16 characters
-/// from `A–Z`, `0–9` and `-` (SPEC §3.1).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// from `A–Z`, `0–9` and `-` (SPEC §3.1). Held inline (no allocation), so
+/// the exposures and reasons that name their origin copy it for free.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct RegionId(String);
+pub struct RegionId {
+    len: u8,
+    /// The identifier's bytes, zero after `len`.
+    bytes: [u8; MAX_REGION_ID_LEN],
+}
 
 impl RegionId {
     /// Checks and wraps a region identifier.
@@ -21,7 +26,12 @@ impl RegionId {
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
         if ok_len && ok_chars {
-            Ok(RegionId(id.to_owned()))
+            let mut bytes = [0u8; MAX_REGION_ID_LEN];
+            bytes[..id.len()].copy_from_slice(id.as_bytes());
+            Ok(RegionId {
+                len: id.len() as u8,
+                bytes,
+            })
         } else {
             Err(Error::InvalidField {
                 what: "region id",
@@ -35,7 +45,27 @@ impl RegionId {
 
     /// The identifier's text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)])
+            .expect("a region id is checked to be ASCII when made")
+    }
+}
+
+impl PartialOrd for RegionId {
+    fn partial_cmp(&self, other: &RegionId) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RegionId {
+    /// The order of the identifiers' text.
+    fn cmp(&self, other: &RegionId) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl fmt::Debug for RegionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RegionId").field(&self.as_str()).finish()
     }
 }
 
@@ -48,7 +78,7 @@ impl TryFrom<String> for RegionId {
 
 impl From<RegionId> for String {
     fn from(r: RegionId) -> String {
-        r.0
+        r.as_str().to_owned()
     }
 }
 
@@ -61,7 +91,7 @@ impl std::str::FromStr for RegionId {
 
 impl fmt::Display for RegionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -76,5 +106,24 @@ mod tests {
         for bad in ["", "ch", "A B", "ÄÖ", "ABCDEFGHIJKLMNOPQ"] {
             assert!(RegionId::new(bad).is_err(), "{bad:?} accepted");
         }
+        let longest = RegionId::new("ABCDEFGHIJKLMNOP").expect("16 characters");
+        assert_eq!(longest.as_str(), "ABCDEFGHIJKLMNOP");
+        assert_eq!(format!("{longest:?}"), "RegionId(\"ABCDEFGHIJKLMNOP\")");
+    }
+
+    #[test]
+    fn orders_and_serializes_as_its_text() {
+        let ids: Vec<RegionId> = ["DE", "CH-ZH", "CH", "A"]
+            .iter()
+            .map(|s| RegionId::new(s).expect("valid"))
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        let text: Vec<&str> = sorted.iter().map(RegionId::as_str).collect();
+        assert_eq!(text, ["A", "CH", "CH-ZH", "DE"]);
+        assert_eq!(serde_json::to_string(&ids[1]).expect("json"), "\"CH-ZH\"");
+        let back: RegionId = serde_json::from_str("\"CH-ZH\"").expect("json");
+        assert_eq!(back, ids[1]);
+        assert!(serde_json::from_str::<RegionId>("\"ch\"").is_err());
     }
 }
