@@ -1,5 +1,6 @@
 //! The server's configuration: defaults that work out of the box, a TOML
-//! file, `GREENLIGHT_*` environment variables, then command-line flags.
+//! file, `GREENLIGHT_*` environment variables (`GREENLIGHT_AGGREGATOR_*` for
+//! the `[aggregator]` table), then command-line flags.
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -150,6 +151,10 @@ impl Default for Config {
     }
 }
 
+/// What follows `GREENLIGHT_` in the name of a variable that sets a key
+/// of the `[aggregator]` table.
+const AGGREGATOR_PREFIX: &str = "aggregator_";
+
 /// A configuration value outside its allowed range.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {field}: {reason}")]
@@ -173,8 +178,30 @@ impl Config {
             Ok(toml::Value::Table(t)) => t.keys().cloned().collect(),
             _ => Vec::new(),
         };
-        let env = Env::prefixed("GREENLIGHT_")
-            .filter(move |k| fields.iter().any(|f| k.as_str().eq_ignore_ascii_case(f)));
+        // `[aggregator]` keys as GREENLIGHT_AGGREGATOR_<KEY>, e.g.
+        // GREENLIGHT_AGGREGATOR_ROLE=helper. (Its optional `dp_epsilon` is
+        // not serialized when unset, so list the keys of a table that sets it.)
+        let aggregator_fields: Vec<String> = match toml::Value::try_from(AggregatorSettings {
+            dp_epsilon: Some(1.0),
+            ..AggregatorSettings::default()
+        }) {
+            Ok(toml::Value::Table(t)) => t.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let env = Env::prefixed("GREENLIGHT_").filter_map(move |k| {
+            let k = k.as_str();
+            if fields.iter().any(|f| k.eq_ignore_ascii_case(f)) {
+                return Some(k.to_owned().into());
+            }
+            let rest = k
+                .get(..AGGREGATOR_PREFIX.len())
+                .filter(|p| p.eq_ignore_ascii_case(AGGREGATOR_PREFIX))
+                .map(|_| &k[AGGREGATOR_PREFIX.len()..])?;
+            aggregator_fields
+                .iter()
+                .any(|f| rest.eq_ignore_ascii_case(f))
+                .then(|| format!("aggregator.{}", rest.to_ascii_lowercase()).into())
+        });
         f.merge(env).extract().map_err(Box::new)
     }
 
@@ -314,6 +341,40 @@ mod tests {
             assert!(
                 Config::load(Some(Path::new("bad.toml"))).is_err(),
                 "unknown keys are refused"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail requires figment::Error.
+    fn environment_overrides_aggregator_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "server.toml",
+                "[aggregator]\nrole = \"leader\"\nhelper_url = \"http://h\"\nmin_batch_reports = 7",
+            )?;
+            jail.set_env("GREENLIGHT_AGGREGATOR_MIN_BATCH_REPORTS", "250");
+            jail.set_env("GREENLIGHT_AGGREGATOR_DP_EPSILON", "0.5");
+            jail.set_env("GREENLIGHT_AGGREGATOR_NO_SUCH_KEY", "1");
+            let c = Config::load(Some(Path::new("server.toml"))).map_err(|e| *e)?;
+            let a = &c.aggregator;
+            assert_eq!(
+                (
+                    a.role,
+                    a.helper_url.as_str(),
+                    a.min_batch_reports,
+                    a.dp_epsilon
+                ),
+                (AggregatorRole::Leader, "http://h", 250, Some(0.5))
+            );
+            jail.set_env("GREENLIGHT_AGGREGATOR_ROLE", "helper");
+            let c = Config::load(Some(Path::new("server.toml"))).map_err(|e| *e)?;
+            assert_eq!(c.aggregator.role, AggregatorRole::Helper);
+            jail.set_env("GREENLIGHT_AGGREGATOR_ROLE", "bystander");
+            assert!(
+                Config::load(Some(Path::new("server.toml"))).is_err(),
+                "a role that does not exist is refused"
             );
             Ok(())
         });
