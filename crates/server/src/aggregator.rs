@@ -21,6 +21,7 @@ use greenlight_analytics::{
 use greenlight_protocol::{DayNumber, RegionId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
@@ -40,10 +41,27 @@ pub struct Aggregator {
     verify_key: VerifyKey,
     token: String,
     http: reqwest::Client,
-    /// Aggregation holds it exclusively, so a day is aggregated once and
-    /// no report is stored for a day while it is being closed; storing a
-    /// report holds it shared.
-    lock: tokio::sync::RwLock<()>,
+    days: DayLocks,
+}
+
+/// One lock per day. Aggregating a day holds its lock exclusively, so the
+/// day is aggregated once and no report is stored for it while it is being
+/// closed; storing a report holds its day's lock shared. Days do not wait
+/// for each other: phones' reports for today are stored while an earlier
+/// day of a million reports is aggregated.
+#[derive(Debug, Default)]
+struct DayLocks(std::sync::Mutex<HashMap<u32, Arc<tokio::sync::RwLock<()>>>>);
+
+impl DayLocks {
+    fn of(&self, day: DayNumber) -> Arc<tokio::sync::RwLock<()>> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Forget the locks no one holds or waits for.
+        map.retain(|_, lock| Arc::strong_count(lock) > 1);
+        map.entry(day.0).or_default().clone()
+    }
 }
 
 impl std::fmt::Debug for Aggregator {
@@ -76,7 +94,7 @@ impl Aggregator {
             verify_key,
             token,
             http,
-            lock: tokio::sync::RwLock::new(()),
+            days: DayLocks::default(),
         }))
     }
 }
@@ -240,7 +258,7 @@ async fn accept_report(state: &AppState, a: &Aggregator, report: &Report) -> Res
         .map_err(ApiError::storage)?
         .map_err(report_error)?;
     let body = serde_json::to_string(report).map_err(ApiError::storage)?;
-    let _shared = a.lock.read().await;
+    let _shared = a.days.of(report.day).read_owned().await;
     if state
         .store
         .aggregate_of(report.day.0)
@@ -384,7 +402,7 @@ pub async fn helper_aggregate(
             "a report appears twice in the batch",
         ));
     }
-    let _guard = a.lock.write().await;
+    let _guard = a.days.of(req.day).write_owned().await;
     let digest = ids_digest(&req.reports);
     if let Some((earlier, response)) = state
         .store
@@ -615,7 +633,7 @@ pub async fn aggregate_day(
     a: &Aggregator,
     day: DayNumber,
 ) -> Result<AggregateRecord, ApiError> {
-    let _guard = a.lock.write().await;
+    let _guard = a.days.of(day).write_owned().await;
     if state
         .store
         .aggregate_of(day.0)

@@ -324,3 +324,78 @@ async fn leader_and_helper_release_exact_counts_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn reports_for_today_are_stored_while_an_earlier_day_is_aggregated() {
+    // A helper that takes the leader's request and never answers: the
+    // leader's aggregation of yesterday waits on it.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let helper_url = format!("http://{}", silent.local_addr().expect("address"));
+    let (asked, mut helper_asked) = tokio::sync::mpsc::channel::<()>(1);
+    let silent_helper = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (stream, _) = silent.accept().await.expect("accept");
+            held.push(stream);
+            let _ = asked.try_send(());
+        }
+    });
+    let leader_dir = tempfile::tempdir().expect("temp dir");
+    let leader = start(
+        leader_dir.path(),
+        &format!("role = \"leader\"\nhelper_url = \"{helper_url}\"\nmin_batch_reports = 1\n"),
+    );
+    let client = reqwest::Client::new();
+    let leader_cfg = pinned(&client, &leader.base).await;
+    let helper_cfg = AggregatorKeyPair::generate(&mut ChaCha20Rng::seed_from_u64(7)).config();
+    let now = Timestamp(greenlight_server::now_secs());
+    let region = RegionId::new("CH").expect("region");
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    let m = Measurement::from_bucket(3).expect("bucket");
+    let yesterday = DayNumber(now.day().0 - 1);
+    let report = prepare_report(
+        &m,
+        now,
+        yesterday,
+        &region,
+        &leader_cfg,
+        &helper_cfg,
+        &mut rng,
+    )
+    .expect("report");
+    assert_eq!(submit(&client, &leader.base, &report).await.0, 201);
+
+    let (base, token) = (leader.base.clone(), admin_token(leader_dir.path()));
+    let aggregation = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("{base}/v1/authority/aggregate"))
+            .bearer_auth(token)
+            .json(&json!({ "day": yesterday.0 }))
+            .send()
+            .await
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(30), helper_asked.recv())
+        .await
+        .expect("the leader asks the helper");
+    let today = prepare_report(
+        &m,
+        now,
+        now.day(),
+        &region,
+        &leader_cfg,
+        &helper_cfg,
+        &mut rng,
+    )
+    .expect("report");
+    let stored = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        submit(&client, &leader.base, &today),
+    )
+    .await
+    .expect("today's report does not wait for yesterday's aggregation");
+    assert_eq!(stored, (201, String::new()));
+    aggregation.abort();
+    silent_helper.abort();
+}
