@@ -78,6 +78,9 @@ pub struct AggregatorSettings {
     pub max_report_age_secs: u64,
     /// Leader: seconds between checks for a finished day to aggregate.
     pub aggregate_interval_secs: u64,
+    /// Leader: reports sent to the helper in one job (SPEC §19.4). A job's
+    /// body is about 1 kB a report, well under the helper's 64 MiB limit.
+    pub job_size: usize,
     /// If set, this aggregator adds two-sided geometric noise of scale
     /// 1/ε to each bucket of its aggregate share (SPEC §19.6).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -92,6 +95,8 @@ impl Default for AggregatorSettings {
             min_batch_reports: 100,
             max_report_age_secs: 2 * 86_400,
             aggregate_interval_secs: 3600,
+            // ≈ 4 MB a job; about 0.5 s of one core at the helper.
+            job_size: 4000,
             dp_epsilon: None,
         }
     }
@@ -154,6 +159,10 @@ impl Default for Config {
 /// What follows `GREENLIGHT_` in the name of a variable that sets a key
 /// of the `[aggregator]` table.
 const AGGREGATOR_PREFIX: &str = "aggregator_";
+
+/// Most reports in one job: about 50 MB of JSON, under the helper's
+/// 64 MiB body limit for jobs.
+pub const MAX_JOB_SIZE: usize = 50_000;
 
 /// A configuration value outside its allowed range.
 #[derive(Debug, thiserror::Error)]
@@ -288,6 +297,9 @@ impl Config {
         if a.aggregate_interval_secs == 0 {
             return bad("aggregator.aggregate_interval_secs", "must be at least 1");
         }
+        if !(1..=MAX_JOB_SIZE).contains(&a.job_size) {
+            return bad("aggregator.job_size", "must be in 1..=50000");
+        }
         if a.dp_epsilon
             .is_some_and(|e| !(e.is_finite() && e > 0.0 && e <= 20.0))
         {
@@ -396,6 +408,17 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.validate().map_err(|e| e.field).err(), Some("region"));
+        let c = Config {
+            aggregator: AggregatorSettings {
+                job_size: MAX_JOB_SIZE + 1,
+                ..AggregatorSettings::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate().map_err(|e| e.field).err(),
+            Some("aggregator.job_size")
+        );
         let c = Config {
             database_url: "mysql://x".into(),
             ..Config::default()
