@@ -58,6 +58,20 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU time this process has used, user and system, seconds (Linux
+/// reports it in ticks of 1/100 s to user space).
+fn cpu_secs() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which ends with the last ')'.
+            let rest = s.get(s.rfind(')')? + 2..)?.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
 /// Starts the peak RSS afresh (Linux: `5` to clear_refs resets VmHWM).
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -222,19 +236,23 @@ async fn main() {
     let rss_before = peak_rss_mib();
 
     reset_peak_rss();
+    let cpu_before = cpu_secs();
     let started = Instant::now();
     let record = greenlight_server::aggregator::aggregate_day(&state, &aggregator, day)
         .await
         .expect("the day is aggregated");
     let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu_before;
     let rss_aggregation = peak_rss_mib();
     assert_eq!(record.reports, n as u64, "every report counted");
     assert_eq!(record.invalid, 0);
     assert_eq!(record.buckets, expected.to_vec(), "exact counts");
     let rate = n as f64 / wall;
     println!(
-        "aggregation: {n} reports in {wall:.1} s = {rate:.0} reports/s ({} jobs); counts exact",
-        n.div_ceil(job_size)
+        "aggregation: {n} reports in {wall:.1} s = {rate:.0} reports/s ({} jobs); counts exact; \
+         {cpu:.1} s of CPU = {:.2} of the {cores} cores busy",
+        n.div_ceil(job_size),
+        cpu / (wall * cores as f64)
     );
     println!(
         "peak RSS: {rss_aggregation:.0} MiB during the aggregation (leader + helper); {:.0} MiB over the run, making the reports included",

@@ -1031,7 +1031,8 @@ fn prepare_page(
 
 /// Reads the day's reports a page of `job_size` at a time and prepares
 /// each while the helper works on the job before; the channel holds one
-/// prepared job, so the leader keeps at most three jobs in memory.
+/// prepared job, so the leader keeps at most four jobs in memory (one
+/// being prepared, one prepared, one at the helper, one being finished).
 async fn prepare_jobs(
     store: crate::store::Store,
     keys: AggregatorKeyPair,
@@ -1104,6 +1105,7 @@ async fn run_jobs(
         invalid: 0,
         share: analytics::aggregate([]).map_err(report_error)?,
     };
+    let mut unfinished = None;
     while let Some(job) = prepared.recv().await {
         let PreparedJob {
             inputs,
@@ -1124,6 +1126,7 @@ async fn run_jobs(
         let answer: JobResponse = post_to_helper(a, "/v1/aggregator/jobs", &request)
             .await
             .map_err(HelperFailure::error)?;
+        totals.jobs += 1;
         if answer.verdicts.len() != preps.len()
             || answer
                 .verdicts
@@ -1134,32 +1137,55 @@ async fn run_jobs(
             return Err(helper_error("the helper answered for other reports".into()));
         }
         drop(request);
-        let (share, counted, refused) = tokio::task::spawn_blocking(move || {
-            let finished: Vec<Option<Result<OutputShare, analytics::Error>>> = preps
-                .into_par_iter()
-                .zip(answer.verdicts.par_iter())
-                .map(|(prep, verdict)| verdict.prep_message.as_deref().map(|m| prep.finish(m)))
-                .collect();
-            let refused = finished.iter().filter(|f| f.is_none()).count() as u64;
-            let outputs = finished
-                .into_iter()
-                .flatten()
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| {
-                    helper_error("a report the helper accepted fails at the leader".into())
-                })?;
-            let counted = outputs.len() as u64;
-            let share = analytics::aggregate(outputs).map_err(report_error)?;
-            Ok::<_, ApiError>((share, counted, refused))
-        })
-        .await
-        .map_err(ApiError::storage)??;
-        analytics::merge(&mut totals.share, &share).map_err(report_error)?;
-        totals.reports += counted;
-        totals.invalid += refused;
-        totals.jobs += 1;
+        // Finish this job while the helper works on the next one.
+        let finishing = tokio::task::spawn_blocking(move || finish_job(preps, &answer));
+        if let Some(earlier) = unfinished.replace(finishing) {
+            totals.add(earlier.await.map_err(ApiError::storage)??)?;
+        }
+    }
+    if let Some(last) = unfinished {
+        totals.add(last.await.map_err(ApiError::storage)??)?;
     }
     Ok(totals)
+}
+
+/// A job finished at the leader: the sum of its valid reports' output
+/// shares, how many were valid and how many the helper refused.
+struct FinishedJob {
+    share: AggregateShare,
+    counted: u64,
+    refused: u64,
+}
+
+impl RunTotals {
+    fn add(&mut self, job: FinishedJob) -> Result<(), ApiError> {
+        analytics::merge(&mut self.share, &job.share).map_err(report_error)?;
+        self.reports += job.counted;
+        self.invalid += job.refused;
+        Ok(())
+    }
+}
+
+/// Finishes each report of a job the helper accepted, on every core.
+fn finish_job(preps: Vec<LeaderPrep>, answer: &JobResponse) -> Result<FinishedJob, ApiError> {
+    let finished: Vec<Option<Result<OutputShare, analytics::Error>>> = preps
+        .into_par_iter()
+        .zip(answer.verdicts.par_iter())
+        .map(|(prep, verdict)| verdict.prep_message.as_deref().map(|m| prep.finish(m)))
+        .collect();
+    let refused = finished.iter().filter(|f| f.is_none()).count() as u64;
+    let outputs = finished
+        .into_iter()
+        .flatten()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| helper_error("a report the helper accepted fails at the leader".into()))?;
+    let counted = outputs.len() as u64;
+    let share = analytics::aggregate(outputs).map_err(report_error)?;
+    Ok(FinishedJob {
+        share,
+        counted,
+        refused,
+    })
 }
 
 /// The leader's aggregation of one day (SPEC §19.4): a new run of jobs
