@@ -846,7 +846,7 @@ async fn noise_is_added_once_by_each_aggregator() {
 }
 
 #[tokio::test]
-async fn reports_for_today_are_stored_while_an_earlier_day_is_aggregated() {
+async fn reports_for_today_are_stored_while_an_earlier_day_is_aggregated_past_its_request() {
     // A helper that takes the leader's request and never answers: the
     // leader's aggregation of yesterday waits on it.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -866,7 +866,7 @@ async fn reports_for_today_are_stored_while_an_earlier_day_is_aggregated() {
     let leader = start(
         leader_dir.path(),
         &format!("role = \"leader\"\nhelper_url = \"{helper_url}\"\nmin_batch_reports = 1\n"),
-        &[],
+        &[("GREENLIGHT_REQUEST_TIMEOUT_SECS", "3")],
     );
     let client = reqwest::Client::new();
     let leader_cfg = pinned(&client, &leader.base).await;
@@ -917,6 +917,13 @@ async fn reports_for_today_are_stored_while_an_earlier_day_is_aggregated() {
     .await
     .expect("today's report does not wait for yesterday's aggregation");
     assert_eq!(stored, (201, String::new()));
-    aggregation.abort();
+    // The authority hears that the aggregation goes on past its request.
+    let answer = aggregation
+        .await
+        .expect("task")
+        .expect("the leader answers");
+    assert_eq!(answer.status(), 202);
+    let body: Value = answer.json().await.expect("JSON");
+    assert_eq!(body, json!({ "day": yesterday.0, "status": "running" }));
     silent_helper.abort();
 }
