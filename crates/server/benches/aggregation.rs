@@ -10,8 +10,9 @@
 //! the leader's database in transactions of 20,000 as `POST /v1/reports`
 //! would store them, then the day is aggregated with `aggregate_day`, the
 //! function the schedule and the authority call: jobs to the helper, the
-//! collect, the counts, checked against the measurements sent. Printed:
-//! reports/s and wall time of each phase, peak RSS during the aggregation
+//! collect, the counts, checked against the measurements sent; then the
+//! day's reports are deleted in batches. Printed: reports/s and wall time
+//! of each phase, peak RSS during the aggregation
 //! (leader and helper together, since they share this process) and over the
 //! whole run, database sizes, and the aggregation's rate against the two
 //! cores' bound measured in the same run (the Prio3 and HPKE work of both
@@ -148,6 +149,14 @@ async fn main() {
         .unwrap_or(10_000);
     let cores = rayon::current_num_threads();
     let whole = Instant::now();
+    // GREENLIGHT_LOG=greenlight_server=debug shows when each job, the
+    // collect and the record end.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("GREENLIGHT_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
 
     // The helper, served on loopback; the leader, holding the secrets the
     // helper's operator hands over, called in this process.
@@ -243,6 +252,12 @@ async fn main() {
         .expect("the day is aggregated");
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu_before;
+    // The day's reports are deleted after the counts, in batches.
+    let counted = Instant::now();
+    while state.store.count_reports(day.0).await.expect("count") > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let purge = counted.elapsed().as_secs_f64();
     let rss_aggregation = peak_rss_mib();
     assert_eq!(record.reports, n as u64, "every report counted");
     assert_eq!(record.invalid, 0);
@@ -254,6 +269,7 @@ async fn main() {
         n.div_ceil(job_size),
         cpu / (wall * cores as f64)
     );
+    println!("the day's reports deleted {purge:.1} s after its counts were recorded");
     println!(
         "peak RSS: {rss_aggregation:.0} MiB during the aggregation (leader + helper); {:.0} MiB over the run, making the reports included",
         rss_before.max(rss_aggregation)

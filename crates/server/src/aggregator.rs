@@ -1313,7 +1313,29 @@ pub async fn aggregate_day(
         jobs = pending.jobs,
         "aggregated a day"
     );
+    tokio::spawn(purge_reports(state.store.clone()));
     Ok(record)
+}
+
+/// Reports deleted per transaction once their day is aggregated: about a
+/// quarter of a second each for SQLite, so uploads and reports for other
+/// days are stored in between.
+const PURGE_BATCH: usize = 10_000;
+
+/// Deletes the stored reports of aggregated days, a batch at a time. Run
+/// after each aggregation and on each tick of the schedule (for a leader
+/// stopped in the middle).
+pub async fn purge_reports(store: crate::store::Store) {
+    loop {
+        match store.purge_aggregated_reports(PURGE_BATCH).await {
+            Ok(n) if n < PURGE_BATCH as u64 => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "deleting aggregated reports failed; the schedule tries again");
+                return;
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -1334,6 +1356,7 @@ pub async fn run_schedule(state: AppState, a: Arc<Aggregator>, shutdown: Cancell
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
+        purge_reports(state.store.clone()).await;
         let now = state.clock.now().saturating_sub(MAX_FUTURE_SECS);
         let Some(day) = (now / 86_400).checked_sub(2) else {
             continue;

@@ -734,7 +734,9 @@ impl Store {
         Ok(())
     }
 
-    /// Every counter with its value, plus keys waiting for a batch.
+    /// Every counter with its value, plus keys waiting for a batch and
+    /// aggregate reports stored (waiting for their day's aggregation, or
+    /// for deletion once it is done).
     pub async fn counters(&self) -> Result<Vec<(String, i64)>> {
         let mut out: Vec<(String, i64)> =
             sqlx::query("SELECT name, value FROM counters ORDER BY name")
@@ -747,6 +749,10 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         out.push(("keys_pending".into(), pending.try_get("n")?));
+        let reports = sqlx::query("SELECT COUNT(*) AS n FROM reports")
+            .fetch_one(&self.pool)
+            .await?;
+        out.push(("reports_pending".into(), reports.try_get("n")?));
         Ok(out)
     }
 
@@ -1096,9 +1102,9 @@ impl Store {
         .transpose()
     }
 
-    /// Records a day's counts and deletes its reports and pending collect,
-    /// in one transaction; false (and nothing changed) if the day was
-    /// already aggregated.
+    /// Records a day's counts and deletes its pending collect, in one
+    /// transaction; false (and nothing changed) if the day was already
+    /// aggregated. The day's reports go with [`Store::purge_aggregated_reports`].
     pub async fn record_aggregate(&self, a: &AggregateRecord, now: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
@@ -1117,16 +1123,31 @@ impl Store {
         if n == 0 {
             return Ok(false);
         }
-        for table in ["reports", "leader_collects"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE day = $1"))
-                .bind(i64::from(a.day))
-                .execute(&mut *tx)
-                .await?;
-        }
+        sqlx::query("DELETE FROM leader_collects WHERE day = $1")
+            .bind(i64::from(a.day))
+            .execute(&mut *tx)
+            .await?;
         bump_in(&mut tx, "aggregate_reports_counted", a.reports as i64).await?;
         bump_in(&mut tx, "aggregate_reports_invalid", a.invalid as i64).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Deletes up to `limit` stored reports of days already aggregated, in
+    /// one transaction; returns how many. A day's reports are deleted in
+    /// such batches after its counts are recorded: deleting a million
+    /// reports in one transaction holds SQLite's write lock for half a
+    /// minute, longer than an upload waits for it.
+    pub async fn purge_aggregated_reports(&self, limit: usize) -> Result<u64> {
+        let n = sqlx::query(
+            "DELETE FROM reports WHERE report_id IN (SELECT report_id FROM reports \
+             WHERE day IN (SELECT day FROM aggregates) LIMIT $1)",
+        )
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n)
     }
 
     /// The leader's pending collect for `day`, if any.

@@ -428,6 +428,27 @@ async fn leader_and_helper_release_exact_counts_once() {
     let red: u64 = expected[8..].iter().sum();
     assert_eq!(counts["red"], red);
     assert_eq!(counts["dp_epsilon"], Value::Null);
+    // The day's sealed reports are deleted once its counts are recorded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let stats: Value = client
+            .get(format!("{}/v1/authority/stats", leader.base))
+            .bearer_auth(admin_token(leader_dir))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("JSON");
+        if stats["counters"]["reports_pending"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reports stay stored: {stats}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     // Aggregating again changes nothing; late or replayed reports are refused.
     let (ok, text) = authority_cli(&leader, leader_dir, &["aggregate", "--day", &date]);

@@ -842,13 +842,18 @@ async fn aggregate_storage_counts_nothing_twice() {
             "{db:?}: once"
         );
         assert_eq!(store.aggregate_of(20).await.expect("read"), Some(record));
+        assert_eq!(store.leader_collect(20).await.expect("read"), None);
+        assert!(store.day_closed(20).await.expect("closed"));
+        // The aggregated day's reports go a batch at a time; other days' stay.
+        assert_eq!(store.purge_aggregated_reports(1).await.expect("purge"), 1);
+        assert_eq!(store.count_reports(20).await.expect("count"), 1);
+        assert_eq!(store.purge_aggregated_reports(5).await.expect("purge"), 1);
+        assert_eq!(store.purge_aggregated_reports(5).await.expect("purge"), 0);
         assert_eq!(
             store.count_reports(20).await.expect("count"),
             0,
             "reports deleted"
         );
-        assert_eq!(store.leader_collect(20).await.expect("read"), None);
-        assert!(store.day_closed(20).await.expect("closed"));
         assert_eq!(
             store.count_reports(21).await.expect("count"),
             1,
