@@ -23,8 +23,8 @@ use utoipa_axum::routes;
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
-/// Largest body the helper takes from the leader: a day of up to about
-/// 70,000 reports (≈ 920 bytes each, SPEC §19.4).
+/// Largest job the helper takes from the leader: more than
+/// [`crate::config::MAX_JOB_SIZE`] reports of ≈ 920 bytes (SPEC §19.4).
 pub const HELPER_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Every route of the API, with its OpenAPI description.
@@ -48,11 +48,11 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(crate::aggregator::submit_report))
         .routes(routes!(crate::aggregator::read_aggregates))
         .routes(routes!(crate::aggregator::aggregate_now))
+        .routes(routes!(crate::aggregator::helper_collect))
         .merge(
-            // A day's batch is one request to the helper: larger than any
-            // phone's body (SPEC §19.4).
+            // A job is larger than any phone's body (SPEC §19.4).
             OpenApiRouter::new()
-                .routes(routes!(crate::aggregator::helper_aggregate))
+                .routes(routes!(crate::aggregator::helper_job))
                 .layer(axum::extract::DefaultBodyLimit::max(HELPER_BODY_LIMIT)),
         )
         .routes(routes!(health))

@@ -1,5 +1,6 @@
 //! The server's configuration: defaults that work out of the box, a TOML
-//! file, `GREENLIGHT_*` environment variables, then command-line flags.
+//! file, `GREENLIGHT_*` environment variables (`GREENLIGHT_AGGREGATOR_*` for
+//! the `[aggregator]` table), then command-line flags.
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -77,6 +78,9 @@ pub struct AggregatorSettings {
     pub max_report_age_secs: u64,
     /// Leader: seconds between checks for a finished day to aggregate.
     pub aggregate_interval_secs: u64,
+    /// Leader: reports sent to the helper in one job (SPEC §19.4). A job's
+    /// body is about 1 kB a report, well under the helper's 64 MiB limit.
+    pub job_size: usize,
     /// If set, this aggregator adds two-sided geometric noise of scale
     /// 1/ε to each bucket of its aggregate share (SPEC §19.6).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -91,6 +95,8 @@ impl Default for AggregatorSettings {
             min_batch_reports: 100,
             max_report_age_secs: 2 * 86_400,
             aggregate_interval_secs: 3600,
+            // ≈ 4 MB a job; about 0.5 s of one core at the helper.
+            job_size: 4000,
             dp_epsilon: None,
         }
     }
@@ -150,6 +156,14 @@ impl Default for Config {
     }
 }
 
+/// What follows `GREENLIGHT_` in the name of a variable that sets a key
+/// of the `[aggregator]` table.
+const AGGREGATOR_PREFIX: &str = "aggregator_";
+
+/// Most reports in one job: about 50 MB of JSON, under the helper's
+/// 64 MiB body limit for jobs.
+pub const MAX_JOB_SIZE: usize = 50_000;
+
 /// A configuration value outside its allowed range.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {field}: {reason}")]
@@ -173,8 +187,30 @@ impl Config {
             Ok(toml::Value::Table(t)) => t.keys().cloned().collect(),
             _ => Vec::new(),
         };
-        let env = Env::prefixed("GREENLIGHT_")
-            .filter(move |k| fields.iter().any(|f| k.as_str().eq_ignore_ascii_case(f)));
+        // `[aggregator]` keys as GREENLIGHT_AGGREGATOR_<KEY>, e.g.
+        // GREENLIGHT_AGGREGATOR_ROLE=helper. (Its optional `dp_epsilon` is
+        // not serialized when unset, so list the keys of a table that sets it.)
+        let aggregator_fields: Vec<String> = match toml::Value::try_from(AggregatorSettings {
+            dp_epsilon: Some(1.0),
+            ..AggregatorSettings::default()
+        }) {
+            Ok(toml::Value::Table(t)) => t.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let env = Env::prefixed("GREENLIGHT_").filter_map(move |k| {
+            let k = k.as_str();
+            if fields.iter().any(|f| k.eq_ignore_ascii_case(f)) {
+                return Some(k.to_owned().into());
+            }
+            let rest = k
+                .get(..AGGREGATOR_PREFIX.len())
+                .filter(|p| p.eq_ignore_ascii_case(AGGREGATOR_PREFIX))
+                .map(|_| &k[AGGREGATOR_PREFIX.len()..])?;
+            aggregator_fields
+                .iter()
+                .any(|f| rest.eq_ignore_ascii_case(f))
+                .then(|| format!("aggregator.{}", rest.to_ascii_lowercase()).into())
+        });
         f.merge(env).extract().map_err(Box::new)
     }
 
@@ -261,6 +297,9 @@ impl Config {
         if a.aggregate_interval_secs == 0 {
             return bad("aggregator.aggregate_interval_secs", "must be at least 1");
         }
+        if !(1..=MAX_JOB_SIZE).contains(&a.job_size) {
+            return bad("aggregator.job_size", "must be in 1..=50000");
+        }
         if a.dp_epsilon
             .is_some_and(|e| !(e.is_finite() && e > 0.0 && e <= 20.0))
         {
@@ -320,6 +359,40 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail requires figment::Error.
+    fn environment_overrides_aggregator_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "server.toml",
+                "[aggregator]\nrole = \"leader\"\nhelper_url = \"http://h\"\nmin_batch_reports = 7",
+            )?;
+            jail.set_env("GREENLIGHT_AGGREGATOR_MIN_BATCH_REPORTS", "250");
+            jail.set_env("GREENLIGHT_AGGREGATOR_DP_EPSILON", "0.5");
+            jail.set_env("GREENLIGHT_AGGREGATOR_NO_SUCH_KEY", "1");
+            let c = Config::load(Some(Path::new("server.toml"))).map_err(|e| *e)?;
+            let a = &c.aggregator;
+            assert_eq!(
+                (
+                    a.role,
+                    a.helper_url.as_str(),
+                    a.min_batch_reports,
+                    a.dp_epsilon
+                ),
+                (AggregatorRole::Leader, "http://h", 250, Some(0.5))
+            );
+            jail.set_env("GREENLIGHT_AGGREGATOR_ROLE", "helper");
+            let c = Config::load(Some(Path::new("server.toml"))).map_err(|e| *e)?;
+            assert_eq!(c.aggregator.role, AggregatorRole::Helper);
+            jail.set_env("GREENLIGHT_AGGREGATOR_ROLE", "bystander");
+            assert!(
+                Config::load(Some(Path::new("server.toml"))).is_err(),
+                "a role that does not exist is refused"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn defaults_are_valid_and_bad_fields_are_named() {
         assert!(Config::default().validate().is_ok());
         let c = Config {
@@ -335,6 +408,17 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.validate().map_err(|e| e.field).err(), Some("region"));
+        let c = Config {
+            aggregator: AggregatorSettings {
+                job_size: MAX_JOB_SIZE + 1,
+                ..AggregatorSettings::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(
+            c.validate().map_err(|e| e.field).err(),
+            Some("aggregator.job_size")
+        );
         let c = Config {
             database_url: "mysql://x".into(),
             ..Config::default()

@@ -734,7 +734,9 @@ impl Store {
         Ok(())
     }
 
-    /// Every counter with its value, plus keys waiting for a batch.
+    /// Every counter with its value, plus keys waiting for a batch and
+    /// aggregate reports stored (waiting for their day's aggregation, or
+    /// for deletion once it is done).
     pub async fn counters(&self) -> Result<Vec<(String, i64)>> {
         let mut out: Vec<(String, i64)> =
             sqlx::query("SELECT name, value FROM counters ORDER BY name")
@@ -747,6 +749,10 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         out.push(("keys_pending".into(), pending.try_get("n")?));
+        let reports = sqlx::query("SELECT COUNT(*) AS n FROM reports")
+            .fetch_one(&self.pool)
+            .await?;
+        out.push(("reports_pending".into(), reports.try_get("n")?));
         Ok(out)
     }
 
@@ -799,16 +805,27 @@ impl Store {
             .bind(before_secs)
             .execute(&mut *tx)
             .await?;
-        // Aggregate reports never aggregated (batch below the minimum) and
-        // the helper's replay list age out with everything else.
+        // Aggregate reports never aggregated (batch below the minimum), a
+        // collect never answered, the helper's replay list and its records
+        // of uncollected runs age out with everything else. A day's
+        // collected record (helper_days, aggregates) stays: a day is
+        // released once.
         sqlx::query("DELETE FROM reports WHERE day < $1")
             .bind(i64::from(day))
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM helper_seen WHERE day < $1")
-            .bind(i64::from(day))
-            .execute(&mut *tx)
-            .await?;
+        for table in [
+            "helper_seen",
+            "leader_collects",
+            "helper_dropped_runs",
+            "helper_jobs",
+            "helper_job_reports",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE day < $1"))
+                .bind(i64::from(day))
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(Expired {
             keys,
@@ -875,19 +892,128 @@ pub struct AggregateRecord {
     pub dp_epsilon: String,
 }
 
-/// What the helper answered for a day's batch.
+/// The collect a leader is about to send, or has sent, for a day: kept
+/// until the day's counts are recorded (SPEC §19.4).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HelperBatch {
-    /// Recorded now.
+pub struct PendingCollect {
+    /// The day.
+    pub day: u32,
+    /// The run the jobs were sent in, hex.
+    pub run: String,
+    /// Jobs sent in the run.
+    pub jobs: u32,
+    /// Reports valid at both aggregators.
+    pub reports: u64,
+    /// Reports excluded because a check failed.
+    pub invalid: u64,
+    /// The leader's aggregate share, hex, noised once if `dp_epsilon` is set.
+    pub leader_share: String,
+    /// The ε of the leader's noise, empty without noise.
+    pub dp_epsilon: String,
+}
+
+/// A day at the helper: its current run and, once collected, the collect
+/// that closed it and the answer given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelperDay {
+    /// The current (latest) run, hex; empty for a day aggregated before jobs.
+    pub run: String,
+    /// `(collect key, answer)` once the day is collected.
+    pub collected: Option<(String, String)>,
+}
+
+/// One job as the helper records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelperJob {
+    /// The day its reports describe.
+    pub day: u32,
+    /// The run, hex.
+    pub run: String,
+    /// The job's number in its run, from 0.
+    pub job: u32,
+    /// Digest of the job's report ids in order: a retry carries the same.
+    pub ids_digest: String,
+    /// Valid reports added to `share`.
+    pub reports: u64,
+    /// The sum of the valid reports' output shares, hex, without noise.
+    pub share: String,
+    /// The answer given, sent again to a retry.
+    pub response: String,
+}
+
+/// What became of a job the helper was asked to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobRecord {
+    /// Recorded now (a new run replaces the day's earlier, uncollected one).
     Recorded,
-    /// The same report ids were aggregated before: here is the answer given then.
+    /// The same job was recorded before: here is the answer given then.
     Repeated(String),
-    /// The day was aggregated with other reports, or a report id was
-    /// already counted in another batch.
-    Refused,
+    /// The run has another job under this number.
+    Conflict,
+    /// A report of the job is in another job of the run.
+    DuplicateReport,
+    /// A newer run of the day replaced this one.
+    Superseded,
+    /// The day is collected.
+    Collected,
+}
+
+/// What became of a collect the helper was asked to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CollectRecord {
+    /// Recorded now: the day is closed.
+    Recorded,
+    /// The same collect closed the day before: here is the answer given then.
+    Repeated(String),
+    /// The day was collected by another collect.
+    Collected,
+    /// The run is not the day's current run.
+    NotCurrent,
+    /// A report of the run was counted in another day meanwhile; nothing changed.
+    AlreadyCounted,
+}
+
+/// The statements of aggregation whose SQL differs between the backends:
+/// report ids travel as one JSON array parameter (see [`BulkSql`]).
+struct AggregateSql {
+    /// `$1` day, `$2` run, `$3` `[[id hex, counted 0|1], …]`; ids already
+    /// in the run are skipped.
+    insert_job_reports: &'static str,
+    /// `$1` `[id hex, …]`: those already counted, hex.
+    counted_before: &'static str,
+}
+
+const SQLITE_AGGREGATE: AggregateSql = AggregateSql {
+    insert_job_reports: "INSERT INTO helper_job_reports (day, run_id, report_id, counted) \
+                         SELECT $1, $2, unhex(json_extract(value, '$[0]')), json_extract(value, '$[1]') \
+                         FROM json_each($3) WHERE true ON CONFLICT DO NOTHING",
+    counted_before: "SELECT lower(hex(report_id)) AS id FROM helper_seen \
+                     WHERE report_id IN (SELECT unhex(value) FROM json_each($1))",
+};
+
+const POSTGRES_AGGREGATE: AggregateSql = AggregateSql {
+    insert_job_reports: "INSERT INTO helper_job_reports (day, run_id, report_id, counted) \
+                         SELECT $1::bigint, $2::text, decode(e->>0, 'hex'), (e->>1)::bigint \
+                         FROM jsonb_array_elements($3::jsonb) AS e ON CONFLICT DO NOTHING",
+    counted_before: "SELECT encode(report_id, 'hex') AS id FROM helper_seen \
+                     WHERE report_id IN (SELECT decode(value, 'hex') \
+                     FROM jsonb_array_elements_text($1::jsonb) AS value)",
+};
+
+fn report_id_of(bytes: Vec<u8>) -> Result<[u8; 16]> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("a report id is not 16 bytes".into()))
 }
 
 impl Store {
+    fn aggregate_sql(&self) -> &'static AggregateSql {
+        match self.backend {
+            Backend::Sqlite => &SQLITE_AGGREGATE,
+            Backend::Postgres => &POSTGRES_AGGREGATE,
+        }
+    }
+
     /// Stores a phone's report for the leader; false if its id is known.
     pub async fn insert_report(
         &self,
@@ -910,15 +1036,48 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// The stored reports of `day` (their JSON), in arrival order of id.
-    pub async fn reports_of_day(&self, day: u32) -> Result<Vec<String>> {
-        sqlx::query("SELECT body FROM reports WHERE day = $1 ORDER BY report_id")
+    /// How many reports of `day` are stored.
+    pub async fn count_reports(&self, day: u32) -> Result<u64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM reports WHERE day = $1")
             .bind(i64::from(day))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| Ok(r.try_get("body")?))
-            .collect()
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? as u64)
+    }
+
+    /// Up to `limit` stored reports of `day` (id and JSON), in report id
+    /// order, after the id `after` (from the first if `None`).
+    pub async fn reports_page(
+        &self,
+        day: u32,
+        after: Option<&[u8; 16]>,
+        limit: usize,
+    ) -> Result<Vec<([u8; 16], String)>> {
+        sqlx::query(
+            "SELECT report_id, body FROM reports WHERE day = $1 AND report_id > $2 \
+             ORDER BY report_id LIMIT $3",
+        )
+        .bind(i64::from(day))
+        .bind(after.map_or_else(Vec::new, |id| id.to_vec()))
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((report_id_of(r.try_get("report_id")?)?, r.try_get("body")?)))
+        .collect()
+    }
+
+    /// Whether `day` takes no more reports: aggregated, or its collect is
+    /// pending.
+    pub async fn day_closed(&self, day: u32) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM aggregates WHERE day = $1) \
+             + (SELECT COUNT(*) FROM leader_collects WHERE day = $1) AS n",
+        )
+        .bind(i64::from(day))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
     }
 
     /// The counts released for `day`, if it was aggregated.
@@ -943,8 +1102,9 @@ impl Store {
         .transpose()
     }
 
-    /// Records a day's counts and deletes its reports, in one transaction;
-    /// false (and nothing changed) if the day was already aggregated.
+    /// Records a day's counts and deletes its pending collect, in one
+    /// transaction; false (and nothing changed) if the day was already
+    /// aggregated. The day's reports go with [`Store::purge_aggregated_reports`].
     pub async fn record_aggregate(&self, a: &AggregateRecord, now: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
@@ -963,7 +1123,7 @@ impl Store {
         if n == 0 {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM reports WHERE day = $1")
+        sqlx::query("DELETE FROM leader_collects WHERE day = $1")
             .bind(i64::from(a.day))
             .execute(&mut *tx)
             .await?;
@@ -973,66 +1133,354 @@ impl Store {
         Ok(true)
     }
 
-    /// The helper's earlier answer for `day`: digest of its report ids and
-    /// the response.
-    pub async fn helper_batch(&self, day: u32) -> Result<Option<(String, String)>> {
-        let row = sqlx::query("SELECT ids_digest, response FROM helper_batches WHERE day = $1")
+    /// Deletes up to `limit` stored reports of days already aggregated, in
+    /// one transaction; returns how many. A day's reports are deleted in
+    /// such batches after its counts are recorded: deleting a million
+    /// reports in one transaction holds SQLite's write lock for half a
+    /// minute, longer than an upload waits for it.
+    pub async fn purge_aggregated_reports(&self, limit: usize) -> Result<u64> {
+        let n = sqlx::query(
+            "DELETE FROM reports WHERE report_id IN (SELECT report_id FROM reports \
+             WHERE day IN (SELECT day FROM aggregates) LIMIT $1)",
+        )
+        .bind(limit.min(i64::MAX as usize) as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n)
+    }
+
+    /// The leader's pending collect for `day`, if any.
+    pub async fn leader_collect(&self, day: u32) -> Result<Option<PendingCollect>> {
+        let row = sqlx::query(
+            "SELECT day, run_id, jobs, reports, invalid, leader_share, dp_epsilon \
+             FROM leader_collects WHERE day = $1",
+        )
+        .bind(i64::from(day))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(PendingCollect {
+                day: r.try_get::<i64, _>("day")? as u32,
+                run: r.try_get("run_id")?,
+                jobs: r.try_get::<i64, _>("jobs")? as u32,
+                reports: r.try_get::<i64, _>("reports")? as u64,
+                invalid: r.try_get::<i64, _>("invalid")? as u64,
+                leader_share: r.try_get("leader_share")?,
+                dp_epsilon: r.try_get("dp_epsilon")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records the collect the leader is about to send; false (and nothing
+    /// changed) if the day already has one.
+    pub async fn save_leader_collect(&self, c: &PendingCollect, now: i64) -> Result<bool> {
+        let n = sqlx::query(
+            "INSERT INTO leader_collects (day, run_id, jobs, reports, invalid, leader_share, dp_epsilon, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (day) DO NOTHING",
+        )
+        .bind(i64::from(c.day))
+        .bind(&c.run)
+        .bind(i64::from(c.jobs))
+        .bind(c.reports as i64)
+        .bind(c.invalid as i64)
+        .bind(&c.leader_share)
+        .bind(&c.dp_epsilon)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Forgets the pending collect of `day` (the helper refused it): the
+    /// day takes reports again and its next aggregation is a new run.
+    pub async fn drop_leader_collect(&self, day: u32) -> Result<()> {
+        sqlx::query("DELETE FROM leader_collects WHERE day = $1")
             .bind(i64::from(day))
-            .fetch_optional(&self.pool)
+            .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// The helper's record of `day`, if any run of it was seen.
+    pub async fn helper_day(&self, day: u32) -> Result<Option<HelperDay>> {
+        let row =
+            sqlx::query("SELECT run_id, collect_key, response FROM helper_days WHERE day = $1")
+                .bind(i64::from(day))
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            let key: Option<String> = r.try_get("collect_key")?;
+            let response: Option<String> = r.try_get("response")?;
+            Ok(HelperDay {
+                run: r.try_get("run_id")?,
+                collected: key.zip(response),
+            })
+        })
+        .transpose()
+    }
+
+    /// Whether `run` of `day` was replaced by a newer run.
+    pub async fn helper_run_dropped(&self, day: u32, run: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM helper_dropped_runs WHERE day = $1 AND run_id = $2",
+        )
+        .bind(i64::from(day))
+        .bind(run)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    /// The helper's record of one job: digest of its ids and its answer.
+    pub async fn helper_job(
+        &self,
+        day: u32,
+        run: &str,
+        job: u32,
+    ) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT ids_digest, response FROM helper_jobs WHERE day = $1 AND run_id = $2 AND job = $3",
+        )
+        .bind(i64::from(day))
+        .bind(run)
+        .bind(i64::from(job))
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| Ok((r.try_get("ids_digest")?, r.try_get("response")?)))
             .transpose()
     }
 
-    /// Records the helper's batch for `day` with every report id it counts,
-    /// all or nothing: refused if the day or any id was counted before.
-    pub async fn record_helper_batch(
+    /// The report ids among `ids` the helper counted in a collected day.
+    pub async fn counted_before(&self, ids: &[[u8; 16]]) -> Result<HashSet<[u8; 16]>> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let list: Vec<String> = ids.iter().map(hex::encode).collect();
+        let rows = sqlx::query(self.aggregate_sql().counted_before)
+            .bind(serde_json::Value::from(list).to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                let bytes = hex::decode(&id)
+                    .map_err(|_| StoreError::Corrupt("a report id is not hex".into()))?;
+                report_id_of(bytes)
+            })
+            .collect()
+    }
+
+    /// Records one job with its report ids (each with whether it was
+    /// counted), all or nothing. The first job of a new run replaces the
+    /// day's earlier, uncollected run: its jobs are deleted and its id is
+    /// remembered so that its late jobs are refused.
+    pub async fn record_helper_job(
         &self,
-        day: u32,
-        ids: &[[u8; 16]],
-        ids_digest: &str,
-        response: &str,
+        job: &HelperJob,
+        ids: &[([u8; 16], bool)],
         now: i64,
-    ) -> Result<HelperBatch> {
-        if let Some((digest, earlier)) = self.helper_batch(day).await? {
-            return Ok(if digest == ids_digest {
-                HelperBatch::Repeated(earlier)
+    ) -> Result<JobRecord> {
+        let day = i64::from(job.day);
+        let mut tx = self.pool.begin().await?;
+        let current = sqlx::query("SELECT run_id, collect_key FROM helper_days WHERE day = $1")
+            .bind(day)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match current {
+            Some(r) if r.try_get::<Option<String>, _>("collect_key")?.is_some() => {
+                return Ok(JobRecord::Collected);
+            }
+            Some(r) => {
+                let run: String = r.try_get("run_id")?;
+                if run != job.run {
+                    let dropped = sqlx::query(
+                        "SELECT COUNT(*) AS n FROM helper_dropped_runs WHERE day = $1 AND run_id = $2",
+                    )
+                    .bind(day)
+                    .bind(&job.run)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get::<i64, _>("n")?;
+                    if dropped > 0 {
+                        return Ok(JobRecord::Superseded);
+                    }
+                    sqlx::query("INSERT INTO helper_dropped_runs (day, run_id) VALUES ($1, $2)")
+                        .bind(day)
+                        .bind(&run)
+                        .execute(&mut *tx)
+                        .await?;
+                    for table in ["helper_jobs", "helper_job_reports"] {
+                        sqlx::query(&format!("DELETE FROM {table} WHERE day = $1"))
+                            .bind(day)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query(
+                        "UPDATE helper_days SET run_id = $2, updated_at = $3 WHERE day = $1",
+                    )
+                    .bind(day)
+                    .bind(&job.run)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO helper_days (day, run_id, collect_key, response, updated_at) \
+                     VALUES ($1, $2, NULL, NULL, $3)",
+                )
+                .bind(day)
+                .bind(&job.run)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let earlier = sqlx::query(
+            "SELECT ids_digest, response FROM helper_jobs WHERE day = $1 AND run_id = $2 AND job = $3",
+        )
+        .bind(day)
+        .bind(&job.run)
+        .bind(i64::from(job.job))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(r) = earlier {
+            let digest: String = r.try_get("ids_digest")?;
+            return Ok(if digest == job.ids_digest {
+                JobRecord::Repeated(r.try_get("response")?)
             } else {
-                HelperBatch::Refused
+                JobRecord::Conflict
             });
         }
-        let mut tx = self.pool.begin().await?;
-        for id in ids {
-            let fresh = sqlx::query(
-                "INSERT INTO helper_seen (report_id, day) VALUES ($1, $2) ON CONFLICT (report_id) DO NOTHING",
-            )
-            .bind(id.to_vec())
-            .bind(i64::from(day))
+        let list: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|(id, counted)| serde_json::json!([hex::encode(id), i64::from(*counted)]))
+            .collect();
+        let inserted = sqlx::query(self.aggregate_sql().insert_job_reports)
+            .bind(day)
+            .bind(&job.run)
+            .bind(serde_json::Value::Array(list).to_string())
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            if fresh == 0 {
-                tx.rollback().await?;
-                return Ok(HelperBatch::Refused);
-            }
+        if inserted != ids.len() as u64 {
+            tx.rollback().await?;
+            return Ok(JobRecord::DuplicateReport);
         }
-        let n = sqlx::query(
-            "INSERT INTO helper_batches (day, ids_digest, response, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (day) DO NOTHING",
+        sqlx::query(
+            "INSERT INTO helper_jobs (day, run_id, job, ids_digest, reports, share, response, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(day)
+        .bind(&job.run)
+        .bind(i64::from(job.job))
+        .bind(&job.ids_digest)
+        .bind(job.reports as i64)
+        .bind(&job.share)
+        .bind(&job.response)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(JobRecord::Recorded)
+    }
+
+    /// The jobs recorded for `run` of `day`: number, valid reports and
+    /// share (hex, without noise), by number.
+    pub async fn helper_run_jobs(&self, day: u32, run: &str) -> Result<Vec<(u32, u64, String)>> {
+        sqlx::query(
+            "SELECT job, reports, share FROM helper_jobs WHERE day = $1 AND run_id = $2 ORDER BY job",
         )
         .bind(i64::from(day))
-        .bind(ids_digest)
-        .bind(response)
-        .bind(now)
+        .bind(run)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("job")? as u32,
+                r.try_get::<i64, _>("reports")? as u64,
+                r.try_get("share")?,
+            ))
+        })
+        .collect()
+    }
+
+    /// Closes `day` with the collect of `run`, all or nothing: the run's
+    /// counted report ids join those counted before (refused if one is
+    /// there already), the answer is kept for a retry of the same collect,
+    /// and the day's job records are deleted.
+    pub async fn record_helper_collect(
+        &self,
+        day: u32,
+        run: &str,
+        collect_key: &str,
+        response: &str,
+        reports: u64,
+        now: i64,
+    ) -> Result<CollectRecord> {
+        let day = i64::from(day);
+        let mut tx = self.pool.begin().await?;
+        let current =
+            sqlx::query("SELECT run_id, collect_key, response FROM helper_days WHERE day = $1")
+                .bind(day)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else {
+            return Ok(CollectRecord::NotCurrent);
+        };
+        if let Some(key) = current.try_get::<Option<String>, _>("collect_key")? {
+            return Ok(if key == collect_key {
+                CollectRecord::Repeated(current.try_get("response")?)
+            } else {
+                CollectRecord::Collected
+            });
+        }
+        if current.try_get::<String, _>("run_id")? != run {
+            return Ok(CollectRecord::NotCurrent);
+        }
+        let counted = sqlx::query(
+            "INSERT INTO helper_seen (report_id, day) SELECT report_id, day FROM helper_job_reports \
+             WHERE day = $1 AND run_id = $2 AND counted = 1 ON CONFLICT (report_id) DO NOTHING",
+        )
+        .bind(day)
+        .bind(run)
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if n == 0 {
+        if counted != reports {
             tx.rollback().await?;
-            return Ok(HelperBatch::Refused);
+            return Ok(CollectRecord::AlreadyCounted);
         }
-        bump_in(&mut tx, "helper_reports_counted", ids.len() as i64).await?;
+        sqlx::query(
+            "INSERT INTO helper_seen (report_id, day) SELECT report_id, day FROM helper_job_reports \
+             WHERE day = $1 AND run_id = $2 AND counted = 0 ON CONFLICT (report_id) DO NOTHING",
+        )
+        .bind(day)
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE helper_days SET collect_key = $2, response = $3, updated_at = $4 WHERE day = $1",
+        )
+        .bind(day)
+        .bind(collect_key)
+        .bind(response)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for table in ["helper_jobs", "helper_job_reports"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE day = $1"))
+                .bind(day)
+                .execute(&mut *tx)
+                .await?;
+        }
+        bump_in(&mut tx, "helper_reports_counted", reports as i64).await?;
         tx.commit().await?;
-        Ok(HelperBatch::Recorded)
+        Ok(CollectRecord::Recorded)
     }
 }

@@ -560,7 +560,8 @@ async fn openapi_document_lists_exactly_the_routes() {
         "GET /v1/federation/{peer}/batches/{number}",
         "GET /v1/policy",
         "GET /v1/public-key",
-        "POST /v1/aggregator/aggregate",
+        "POST /v1/aggregator/collect",
+        "POST /v1/aggregator/jobs",
         "POST /v1/authority/aggregate",
         "POST /v1/authority/codes",
         "POST /v1/authority/federation/pull",
@@ -778,28 +779,56 @@ async fn federation_imports_are_deduplicated_and_the_cursor_survives_reopening()
 
 #[tokio::test]
 async fn aggregate_storage_counts_nothing_twice() {
-    use greenlight_server::store::{AggregateRecord, HelperBatch, Store};
+    use greenlight_server::store::{
+        AggregateRecord, CollectRecord, HelperDay, HelperJob, JobRecord, PendingCollect, Store,
+    };
     for db in backends() {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = common::fresh_database(db, dir.path()).await;
         let store = Store::open(&url).await.expect("opens");
-        let (a, b) = ([1u8; 16], [2u8; 16]);
-        assert!(store
-            .insert_report(&a, 20, 100, "{}")
-            .await
-            .expect("insert"));
+        // The leader: a report id stored once, a day read in pages.
+        let (a, b, c) = ([1u8; 16], [2u8; 16], [3u8; 16]);
+        assert!(store.insert_report(&b, 20, 100, "b").await.expect("insert"));
         assert!(
             !store
-                .insert_report(&a, 20, 101, "{}")
+                .insert_report(&b, 20, 101, "{}")
                 .await
                 .expect("insert"),
             "{db:?}: duplicate id"
         );
+        assert!(store.insert_report(&a, 20, 102, "a").await.expect("insert"));
+        assert!(store.insert_report(&c, 21, 103, "c").await.expect("insert"));
+        assert_eq!(store.count_reports(20).await.expect("count"), 2);
+        let first = store.reports_page(20, None, 1).await.expect("page");
+        assert_eq!(first, vec![(a, "a".to_owned())], "{db:?}: in id order");
+        let second = store.reports_page(20, Some(&a), 1).await.expect("page");
+        assert_eq!(second, vec![(b, "b".to_owned())]);
         assert!(store
-            .insert_report(&b, 20, 102, "{}")
+            .reports_page(20, Some(&b), 1)
             .await
-            .expect("insert"));
-        assert_eq!(store.reports_of_day(20).await.expect("read").len(), 2);
+            .expect("page")
+            .is_empty());
+        // A pending collect closes the day until the counts are recorded.
+        let pending = PendingCollect {
+            day: 20,
+            run: "r".into(),
+            jobs: 1,
+            reports: 2,
+            invalid: 0,
+            leader_share: "share".into(),
+            dp_epsilon: String::new(),
+        };
+        assert!(!store.day_closed(20).await.expect("closed"));
+        assert!(store.save_leader_collect(&pending, 1).await.expect("save"));
+        assert!(!store.save_leader_collect(&pending, 2).await.expect("save"));
+        assert!(store.day_closed(20).await.expect("closed"));
+        assert_eq!(
+            store.leader_collect(20).await.expect("read"),
+            Some(pending.clone())
+        );
+        store.drop_leader_collect(20).await.expect("drop");
+        assert!(!store.day_closed(20).await.expect("closed"));
+        assert!(store.save_leader_collect(&pending, 3).await.expect("save"));
         let record = AggregateRecord {
             day: 20,
             reports: 2,
@@ -813,34 +842,153 @@ async fn aggregate_storage_counts_nothing_twice() {
             "{db:?}: once"
         );
         assert_eq!(store.aggregate_of(20).await.expect("read"), Some(record));
-        assert!(
-            store.reports_of_day(20).await.expect("read").is_empty(),
+        assert_eq!(store.leader_collect(20).await.expect("read"), None);
+        assert!(store.day_closed(20).await.expect("closed"));
+        // The aggregated day's reports go a batch at a time; other days' stay.
+        assert_eq!(store.purge_aggregated_reports(1).await.expect("purge"), 1);
+        assert_eq!(store.count_reports(20).await.expect("count"), 1);
+        assert_eq!(store.purge_aggregated_reports(5).await.expect("purge"), 1);
+        assert_eq!(store.purge_aggregated_reports(5).await.expect("purge"), 0);
+        assert_eq!(
+            store.count_reports(20).await.expect("count"),
+            0,
             "reports deleted"
         );
-        // The helper: a day once, a report once, the same batch answered again.
-        let first = store
-            .record_helper_batch(20, &[a, b], "d1", "answer", 1)
-            .await
-            .expect("helper");
-        assert_eq!(first, HelperBatch::Recorded);
-        let again = store
-            .record_helper_batch(20, &[a, b], "d1", "other", 2)
-            .await
-            .expect("helper");
-        assert_eq!(again, HelperBatch::Repeated("answer".into()));
-        let other_day = store
-            .record_helper_batch(21, &[a], "d2", "x", 3)
-            .await
-            .expect("helper");
         assert_eq!(
-            other_day,
-            HelperBatch::Refused,
-            "{db:?}: a report is counted once"
+            store.count_reports(21).await.expect("count"),
+            1,
+            "other days kept"
+        );
+
+        // The helper: jobs of a run, a new run replacing it, one collect.
+        let (x1, x2, x3, x4) = ([11u8; 16], [12u8; 16], [13u8; 16], [14u8; 16]);
+        let job = |run: &str, job: u32, digest: &str, reports: u64| HelperJob {
+            day: 30,
+            run: run.into(),
+            job,
+            ids_digest: digest.into(),
+            reports,
+            share: format!("share {run} {job}"),
+            response: format!("answer {run} {job}"),
+        };
+        let record = |j: &HelperJob, ids: &[([u8; 16], bool)]| {
+            let (store, j, ids) = (store.clone(), j.clone(), ids.to_vec());
+            async move { store.record_helper_job(&j, &ids, 5).await.expect("job") }
+        };
+        let r1_0 = job("r1", 0, "d0", 1);
+        assert_eq!(
+            record(&r1_0, &[(x1, true), (x2, false)]).await,
+            JobRecord::Recorded
         );
         assert_eq!(
-            store.helper_batch(21).await.expect("read"),
+            record(&r1_0, &[(x1, true), (x2, false)]).await,
+            JobRecord::Repeated("answer r1 0".into()),
+            "{db:?}: a retried job"
+        );
+        assert_eq!(
+            record(&job("r1", 0, "other", 1), &[(x3, true)]).await,
+            JobRecord::Conflict
+        );
+        assert_eq!(
+            record(&job("r1", 1, "d1", 0), &[(x3, false), (x2, false)]).await,
+            JobRecord::DuplicateReport,
+            "{db:?}: a report in two jobs of a run"
+        );
+        assert_eq!(
+            store.helper_job(30, "r1", 1).await.expect("read"),
             None,
             "nothing half-recorded"
+        );
+        assert_eq!(
+            store.helper_run_jobs(30, "r1").await.expect("jobs"),
+            vec![(0, 1, "share r1 0".to_owned())]
+        );
+        assert_eq!(
+            record(&job("r2", 0, "d0", 2), &[(x1, true), (x3, true)]).await,
+            JobRecord::Recorded,
+            "{db:?}: a new run"
+        );
+        assert!(store
+            .helper_run_jobs(30, "r1")
+            .await
+            .expect("jobs")
+            .is_empty());
+        assert!(store.helper_run_dropped(30, "r1").await.expect("dropped"));
+        assert!(!store.helper_run_dropped(30, "r2").await.expect("dropped"));
+        assert_eq!(
+            record(&r1_0, &[(x1, true), (x2, false)]).await,
+            JobRecord::Superseded
+        );
+        assert_eq!(
+            store
+                .record_helper_collect(30, "r1", "k1", "no", 1, 6)
+                .await
+                .expect("collect"),
+            CollectRecord::NotCurrent
+        );
+        assert_eq!(
+            store
+                .record_helper_collect(30, "r2", "k2", "sum", 2, 6)
+                .await
+                .expect("collect"),
+            CollectRecord::Recorded
+        );
+        assert_eq!(
+            store.helper_day(30).await.expect("day"),
+            Some(HelperDay {
+                run: "r2".into(),
+                collected: Some(("k2".into(), "sum".into())),
+            })
+        );
+        assert_eq!(
+            store
+                .record_helper_collect(30, "r2", "k2", "again", 2, 7)
+                .await
+                .expect("collect"),
+            CollectRecord::Repeated("sum".into())
+        );
+        assert_eq!(
+            store
+                .record_helper_collect(30, "r2", "k3", "x", 2, 7)
+                .await
+                .expect("collect"),
+            CollectRecord::Collected
+        );
+        assert_eq!(
+            record(&job("r3", 0, "d0", 1), &[(x4, true)]).await,
+            JobRecord::Collected,
+            "{db:?}: a collected day takes no job"
+        );
+        let counted = store.counted_before(&[x1, x2, x3, x4]).await.expect("seen");
+        assert_eq!(counted, [x1, x3].into_iter().collect());
+        // Collecting a run with a report counted in another day changes nothing.
+        let other_day = HelperJob {
+            day: 31,
+            ..job("r4", 0, "d0", 2)
+        };
+        assert_eq!(
+            record(&other_day, &[(x4, true), (x1, true)]).await,
+            JobRecord::Recorded
+        );
+        assert_eq!(
+            store
+                .record_helper_collect(31, "r4", "k", "sum", 2, 8)
+                .await
+                .expect("collect"),
+            CollectRecord::AlreadyCounted
+        );
+        assert_eq!(
+            store
+                .helper_day(31)
+                .await
+                .expect("day")
+                .and_then(|d| d.collected),
+            None
+        );
+        assert!(store.counted_before(&[x4]).await.expect("seen").is_empty());
+        assert_eq!(
+            store.helper_run_jobs(31, "r4").await.expect("jobs").len(),
+            1
         );
         store.close().await;
         if db == Db::Postgres {
