@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 mod common;
 
-use common::{admin_token, Proc, BIN};
+use common::{admin_token, get_json, Proc, BIN};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -140,14 +140,7 @@ fn aggregate_now(leader: &Proc, dir: &Path, day: DayNumber) -> Value {
 }
 
 async fn pinned(client: &reqwest::Client, base: &str) -> AggregatorConfig {
-    let v: Value = client
-        .get(format!("{base}/v1/aggregator/config"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("JSON");
+    let v = get_json(client, &format!("{base}/v1/aggregator/config"), None).await;
     AggregatorConfig {
         key_id: v["key_id"].as_u64().expect("key id") as u8,
         public_key: v["public_key"].as_str().expect("key").to_owned(),
@@ -431,15 +424,12 @@ async fn leader_and_helper_release_exact_counts_once() {
     // The day's sealed reports are deleted once its counts are recorded.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let stats: Value = client
-            .get(format!("{}/v1/authority/stats", leader.base))
-            .bearer_auth(admin_token(leader_dir))
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("JSON");
+        let stats = get_json(
+            &client,
+            &format!("{}/v1/authority/stats", leader.base),
+            Some(&admin_token(leader_dir)),
+        )
+        .await;
         if stats["counters"]["reports_pending"] == 0 {
             break;
         }
@@ -457,18 +447,15 @@ async fn leader_and_helper_release_exact_counts_once() {
         submit(&client, &leader.base, &first).await,
         (409, "batch_closed".into())
     );
-    let read: Value = client
-        .get(format!(
+    let read = get_json(
+        &client,
+        &format!(
             "{}/v1/authority/aggregates?day={}&region=CH",
             leader.base, day.0
-        ))
-        .bearer_auth(admin_token(leader_dir))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("JSON");
+        ),
+        Some(&admin_token(leader_dir)),
+    )
+    .await;
     assert_eq!(read, counts);
     // The helper refuses another run for the same day, or anything without the secret.
     let fake = FakeLeader {

@@ -227,6 +227,21 @@ impl TestServer {
     }
 }
 
+/// GETs `url` (with the bearer secret, if any) and reads the answer as JSON.
+pub async fn get_json(client: &reqwest::Client, url: &str, bearer: Option<&str>) -> Value {
+    let mut request = client.get(url);
+    if let Some(secret) = bearer {
+        request = request.bearer_auth(secret);
+    }
+    request
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 /// A compact upload of `n` distinct keys for the last `n` days.
 pub fn compact_upload(n: u32, seed: u8) -> (Value, Vec<(u32, [u8; 32])>) {
     let today = (greenlight_server::now_secs() / 86_400) as u32;
@@ -255,14 +270,7 @@ pub async fn fetch_batches(
     client: &reqwest::Client,
     base: &str,
 ) -> Vec<greenlight_protocol::KeyBatch> {
-    let index: Value = client
-        .get(format!("{base}/v1/batches"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("JSON");
+    let index = get_json(client, &format!("{base}/v1/batches"), None).await;
     let vk = key_of(index["public_key"].as_str().expect("key"));
     let region = greenlight_protocol::RegionId::new(index["region"].as_str().expect("region"))
         .expect("valid region");
