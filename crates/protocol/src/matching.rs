@@ -243,12 +243,18 @@ impl EphIdTable {
     /// Calls `found` with the `key · 96 + epoch` of every entry whose
     /// fingerprint may equal that of `ephid`, until it returns `Some`.
     #[inline]
-    fn find<T>(&self, ephid: &EphId, mut found: impl FnMut(u32) -> Option<T>) -> Option<T> {
+    fn find<T>(&self, ephid: &EphId, found: impl FnMut(u32) -> Option<T>) -> Option<T> {
         let fp = fingerprint(&ephid.0);
         let (word, bits) = presence(fp, self.present.len());
         if self.present[word] & bits != bits {
             return None;
         }
+        self.probe(fp, found)
+    }
+
+    /// [`EphIdTable::find`] past the presence filter.
+    #[inline]
+    fn probe<T>(&self, fp: u64, mut found: impl FnMut(u32) -> Option<T>) -> Option<T> {
         let slots = self.slots.len();
         let mut slot = home_slot(fp, slots);
         loop {
@@ -404,19 +410,21 @@ impl MatchIndex {
         const GROUP: usize = 16;
         for (g, group) in windows.chunks(GROUP).enumerate() {
             let mut fps = [0u64; GROUP];
+            let mut places = [(0usize, 0u64); GROUP];
             let mut words = [0u64; GROUP];
             for (j, w) in group.iter().enumerate() {
                 fps[j] = fingerprint(&w.ephid.0);
+                places[j] = presence(fps[j], table.present.len());
             }
             // Independent loads: the processor overlaps their misses.
             for j in 0..group.len() {
-                words[j] = table.present[presence(fps[j], table.present.len()).0];
+                words[j] = table.present[places[j].0];
             }
             for (j, w) in group.iter().enumerate() {
-                let bits = presence(fps[j], table.present.len()).1;
+                let bits = places[j].1;
                 if words[j] & bits == bits
                     && Self::allowed_between(w.first_seen, w.last_seen, skew).is_some()
-                    && table.find(&w.ephid, |_| Some(())).is_some()
+                    && table.probe(fps[j], |_| Some(())).is_some()
                 {
                     passed.push(g * GROUP + j);
                 }
@@ -481,15 +489,26 @@ impl MatchIndex {
         window: &ObservedWindow,
         skew: u8,
     ) -> Option<(usize, EpochNumber)> {
-        let (lo, hi) = Self::allowed_epochs(window, skew)?;
+        let allowed = Self::allowed_epochs(window, skew)?;
         table.find(&window.ephid, |r| {
-            let (k, i) = ((r / EPOCHS_PER_DAY) as usize, r % EPOCHS_PER_DAY);
+            let k = (r / EPOCHS_PER_DAY) as usize;
             // Invariant: refs are key · 96 + epoch, epoch < 96.
-            let index = EpochIndex::new(i as u8)?;
-            let epoch = keys[k].generator.day().epoch(index);
-            (lo <= epoch && epoch <= hi && keys[k].generator.ephid(index) == window.ephid)
-                .then_some((k, epoch))
+            let index = EpochIndex::new((r % EPOCHS_PER_DAY) as u8)?;
+            Self::confirm(&keys[k], index, allowed, &window.ephid).map(|epoch| (k, epoch))
         })
+    }
+
+    /// The epoch of `key`'s EphID number `index` if that EphID is `heard`
+    /// and its epoch lies in `allowed`: a candidate found by fingerprint,
+    /// confirmed on all 16 bytes and on its time (SPEC §10.3).
+    fn confirm(
+        key: &IndexedKey,
+        index: EpochIndex,
+        (lo, hi): (EpochNumber, EpochNumber),
+        heard: &EphId,
+    ) -> Option<EpochNumber> {
+        let epoch = key.generator.day().epoch(index);
+        (lo <= epoch && epoch <= hi && key.generator.ephid(index) == *heard).then_some(epoch)
     }
 
     /// For each window, the index (into the day-sorted keys) and epoch of
@@ -529,13 +548,9 @@ impl MatchIndex {
                 for (i, ephid) in EpochIndex::all().zip(stream.chunks_exact(EPHID_LEN)) {
                     table.probe(ephid, |w| {
                         if hits[w].is_none() {
-                            hits[w] = allowed[w].and_then(|(lo, hi)| {
-                                let epoch = day.day.epoch(i);
-                                (lo <= epoch
-                                    && epoch <= hi
-                                    && key.generator.ephid(i) == windows[w].ephid)
-                                    .then_some((k, epoch))
-                            });
+                            hits[w] = allowed[w]
+                                .and_then(|a| Self::confirm(key, i, a, &windows[w].ephid))
+                                .map(|epoch| (k, epoch));
                         }
                     });
                 }
@@ -580,7 +595,7 @@ impl MatchIndex {
             matched_on: today,
         };
         match &self.kind {
-            Kind::Compact { keys, table, .. } => {
+            Kind::Compact { keys, .. } => {
                 let matched = |n: usize, (k, epoch): (usize, EpochNumber), w: &ObservedWindow| {
                     let key: &IndexedKey = &keys[k];
                     // SPEC §10.4: metadata that does not decrypt to a known
@@ -600,24 +615,12 @@ impl MatchIndex {
                         exposure(w, Some(metadata.tx_power_dbm), key.days_since_onset, origin),
                     ))
                 };
-                match table {
-                    // One probe per window, no allocation unless it matches.
-                    Some(table) => windows
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(n, w)| {
-                            let hit = Self::find_in_table(keys, table, w, options.epoch_skew)?;
-                            matched(n, hit, w)
-                        })
-                        .collect(),
-                    None => self
-                        .find(windows, options.epoch_skew)
-                        .into_iter()
-                        .zip(windows)
-                        .enumerate()
-                        .filter_map(|(n, (hit, w))| matched(n, hit?, w))
-                        .collect(),
-                }
+                self.find(windows, options.epoch_skew)
+                    .into_iter()
+                    .zip(windows)
+                    .enumerate()
+                    .filter_map(|(n, (hit, w))| matched(n, hit?, w))
+                    .collect()
             }
             Kind::Unlinkable(filter) => windows
                 .iter()
