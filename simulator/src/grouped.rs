@@ -130,11 +130,6 @@ impl<T> Grouped<T> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// How agents are split into parts.
-    pub fn parts(&self) -> Parts {
-        self.parts
-    }
 }
 
 #[cfg(test)]

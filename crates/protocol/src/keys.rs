@@ -206,17 +206,11 @@ impl EphIdGenerator {
         Metadata::from_bytes(bytes)
     }
 
-    /// Every beacon of the day, in epoch order, from one keystream run
-    /// (1,920 bytes: the EphIDs, then the metadata masks). Equal to
-    /// [`EphIdGenerator::beacon`] for each epoch, at a fraction of the cost
-    /// when many epochs are needed.
-    pub fn all_beacons(&self, metadata: Metadata) -> Vec<Beacon> {
-        self.beacons_from(EpochIndex::FIRST, metadata)
-    }
-
     /// The beacons of epochs `first` to the end of the day, in order: entry
     /// `i` is [`EphIdGenerator::beacon`] of epoch `first + i`. Two keystream
-    /// runs, one for the EphIDs and one for the metadata masks.
+    /// runs, one for the EphIDs and one for the metadata masks, at a
+    /// fraction of the cost of one [`EphIdGenerator::beacon`] per epoch;
+    /// [`EpochIndex::FIRST`] gives the whole day.
     pub fn beacons_from(&self, first: EpochIndex, metadata: Metadata) -> Vec<Beacon> {
         let first = usize::from(first.get());
         let mut ephids = [0u8; EPHID_KEYSTREAM_LEN];
@@ -300,10 +294,10 @@ mod tests {
     }
 
     #[test]
-    fn all_beacons_equal_each_epochs_beacon() {
+    fn beacons_from_equal_each_epochs_beacon() {
         let g = key().ephid_generator(DayNumber(20_000));
         let metadata = Metadata { tx_power_dbm: -7 };
-        let all = g.all_beacons(metadata);
+        let all = g.beacons_from(EpochIndex::FIRST, metadata);
         assert_eq!(all.len(), 96);
         for i in EpochIndex::all() {
             let b = all[usize::from(i.get())];
