@@ -18,6 +18,7 @@ use crate::contacts::ContactKind;
 use crate::rng::{self, Stream};
 use crate::scenario::RadioParams;
 use rand::rngs::SmallRng;
+use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 /// The median distance of a contact kind, metres.
@@ -44,7 +45,13 @@ pub struct Channel {
 impl Channel {
     /// The channel of the contact `key` of kind `kind` on `day`.
     pub fn new(p: &RadioParams, seed: u64, day: u32, key: u64, kind: ContactKind) -> Channel {
-        let mut rng = rng::small_rng(seed, Stream::Radio, u64::from(day), key ^ kind as u64);
+        let mut rng = SmallRng::seed_from_u64(rng::hash(
+            seed,
+            Stream::Channel,
+            u64::from(day),
+            key,
+            kind as u64,
+        ));
         let z: f64 = StandardNormal.sample(&mut rng);
         let distance = (median_distance(p, kind) * (p.distance_log_sd * z).exp()).max(0.1);
         Channel {

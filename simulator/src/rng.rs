@@ -21,7 +21,7 @@ pub enum Stream {
     Work,
     /// Venue and transit visits.
     Gathering,
-    /// Contact durations and radio draws.
+    /// Contact durations and when contacts start.
     Radio,
     /// Transmission on a contact.
     Transmission,
@@ -35,6 +35,8 @@ pub enum Stream {
     Keys,
     /// Seeding of the epidemic.
     Seeding,
+    /// A contact's radio channel: distance and shadowing.
+    Channel,
 }
 
 /// SplitMix64's finalizer: a bijective mix with full avalanche.
