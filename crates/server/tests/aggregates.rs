@@ -15,10 +15,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 mod common;
 
-use common::{admin_token, get_json, Proc, BIN};
+use common::{admin_token, authority_command, get_json, serve_command, Proc};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -29,19 +29,9 @@ fn start(data_dir: &Path, aggregator_table: &str, env: &[(&str, &str)]) -> Proc 
     let config = data_dir.join("server.toml");
     std::fs::write(&config, format!("[aggregator]\n{aggregator_table}")).expect("config");
     Proc::spawn(
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--region",
-                "CH",
-                "--config",
-            ])
+        serve_command(data_dir)
+            .arg("--config")
             .arg(&config)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("GREENLIGHT_LOG", "debug")
             .envs(env.iter().copied())
             .stderr(Stdio::from(log)),
     )
@@ -113,12 +103,7 @@ impl Helper {
 }
 
 fn authority_cli(p: &Proc, dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(["authority", "--server", &p.base, "--data-dir"])
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("CLI runs");
+    let out = authority_command(p, dir, args);
     let text = if out.status.success() {
         out.stdout
     } else {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{admin_token, compact_upload, Proc, BIN};
+use common::{admin_token, authority_command, compact_upload, serve_command, Proc};
 use greenlight_protocol::BatchPayload;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -17,17 +17,7 @@ fn start(data_dir: &Path, log: Option<&Path>) -> Proc {
         None => Stdio::null(),
     };
     Proc::spawn(
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--region",
-                "CH",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .env("GREENLIGHT_LOG", "debug")
+        serve_command(data_dir)
             .env("GREENLIGHT_MIN_BATCH_ENTRIES", "10")
             .env("GREENLIGHT_VERIFY_PER_SECOND", "100000")
             .stderr(stderr),
@@ -35,12 +25,7 @@ fn start(data_dir: &Path, log: Option<&Path>) -> Proc {
 }
 
 fn authority_cli(p: &Proc, dir: &Path, args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .args(["authority", "--server", &p.base, "--data-dir"])
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("CLI runs");
+    let out = authority_command(p, dir, args);
     assert!(
         out.status.success(),
         "authority {args:?}: {}",

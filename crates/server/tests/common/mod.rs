@@ -295,6 +295,36 @@ pub async fn fetch_batches(
 /// The server binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_greenlight-server");
 
+/// `greenlight-server serve` for region CH on a free loopback port, with its
+/// data in `data_dir` and debug logging; callers add configuration,
+/// environment and stderr, then [`Proc::spawn`] it.
+pub fn serve_command(data_dir: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(BIN);
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--region",
+            "CH",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("GREENLIGHT_LOG", "debug");
+    command
+}
+
+/// Runs `greenlight-server authority` against `p` with the admin token in
+/// `dir`.
+pub fn authority_command(p: &Proc, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(["authority", "--server", &p.base, "--data-dir"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("CLI runs")
+}
+
 /// A server process and the address it printed; killed and reaped on drop.
 pub struct Proc {
     pub child: std::process::Child,
