@@ -60,3 +60,19 @@ fn the_app_slows_the_epidemic() {
         without.summary.infections
     );
 }
+
+#[test]
+fn day_long_contacts_record_a_window_for_every_epoch() {
+    // Household contacts of a whole day, every epoch recorded: contacts then
+    // start before 08:00, and each one must still find its sender's beacons.
+    let mut s = common::town(0.9, 4);
+    s.days = 8;
+    s.contacts.household_minutes = 1_440;
+    s.app.max_windows_per_contact = 96;
+    s.validate().expect("the test scenario is valid");
+    let run = sim::run(&s, |_| {}).expect("the run succeeds");
+    let first_day = &run.days[0];
+    // Every app-user pair in a household gives each phone 96 windows: well
+    // over a thousand such pairs in a town of 3,000 at 90 % adoption.
+    assert!(first_day.stored_windows > 96 * 2 * 1_000, "{first_day:?}");
+}
