@@ -15,15 +15,20 @@
 //! Each day the server puts the day's uploads in one batch, signs it, and
 //! every phone verifies it, prepares it once for all ([`MatchIndex::prepare`]
 //! then [`MatchIndex::with_ephid_tables`], the simulator's stand-in for
-//! millions of phones downloading the same file). Each phone then does what
-//! a phone's store query would: it skips the days the batch has no key for
-//! ([`MatchIndex::covers`]), probes every other window
-//! ([`MatchIndex::may_match`]) and builds full windows, RSSI samples and
-//! all, only for the few that pass, which go to
-//! [`MatchIndex::match_windows_indexed`]. A phone with no stored window has
-//! nothing to look up.
+//! millions of phones downloading the same file). Every phone then looks up
+//! each window it stored on a day the batch has keys for
+//! ([`MatchIndex::covers`]; other days need not be read, as on a phone):
+//! [`MatchIndex::may_match`] probes it, and the few that pass become full
+//! windows, RSSI samples and all, for [`MatchIndex::match_windows_indexed`].
+//! Each lookup is a single window's and its answer does not depend on the
+//! others, so the simulator runs all phones' lookups of a stored day as one
+//! sweep: the day's windows are kept in parts by
+//! [`MatchIndex::probe_order`], each part probing one slice of the index
+//! that stays in cache, and each exposure found goes back to the phone that
+//! recorded the window. The lookups, their number and their answers are
+//! those of every phone looking up its own store.
 
-use crate::contacts::{Contact, ContactKind};
+use crate::contacts::Contact;
 use crate::grouped::{Grouped, Parts};
 use crate::population::Population;
 use crate::radio;
@@ -54,11 +59,20 @@ pub const RETENTION: u32 = RETENTION_DAYS;
 const FIRST_CONTACT_EPOCH: u32 = 32;
 /// Contacts per producer when grouping them by sender.
 const CHUNK: usize = 16_384;
+/// Bits of [`MatchIndex::probe_order`] that choose a window's part: 256
+/// parts, so that the slice of a large batch's presence filter one part
+/// probes stays in a core's cache.
+const WINDOW_PART_BITS: u32 = 8;
+/// Windows looked up at a time.
+const LOOKUP_CHUNK: usize = 1_024;
 
-/// One exposure window as a phone stores it, in 23 bytes (every field is
-/// bytes, so there is no padding): the day is its [`DayWindows`]'s.
+/// One exposure window as a phone stores it, with the phone that stored
+/// it, in 27 bytes (every field is bytes, so there is no padding): the day
+/// is its [`DayWindows`]'s.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WindowRecord {
+    /// The phone that recorded the window (little-endian agent id).
+    receiver: [u8; 4],
     ephid: [u8; 16],
     metadata: [u8; 4],
     /// The epoch of the day it starts in (contacts start on an epoch).
@@ -75,34 +89,44 @@ impl WindowRecord {
         let last = Timestamp(first.0 + (u64::from(self.minutes) - 1) * u64::from(SAMPLE_SECS));
         (first, last)
     }
+
+    /// The phone that recorded it.
+    fn receiver(&self) -> u32 {
+        u32::from_le_bytes(self.receiver)
+    }
 }
 
-/// One day's windows, grouped by the phone that recorded them.
+/// One day's windows of every phone, in parts by the top bits of
+/// [`MatchIndex::probe_order`], each part in the order they were recorded.
 #[derive(Debug)]
 struct DayWindows {
     /// The simulation day they were recorded on.
     day: u32,
-    windows: Grouped<WindowRecord>,
+    parts: Vec<Vec<WindowRecord>>,
 }
 
-/// A matching thread's buffers, reused from phone to phone.
+impl DayWindows {
+    fn len(&self) -> usize {
+        self.parts.iter().map(Vec::len).sum()
+    }
+}
+
+/// A matching thread's buffers, reused from part to part.
 #[derive(Debug, Default)]
 struct Scratch {
     keys: Vec<WindowKey>,
-    records: Vec<WindowRecord>,
     passed: Vec<usize>,
     windows: Vec<ObservedWindow>,
 }
 
-/// One end of a contact between two app users, seen from the sender.
+/// A window a phone broadcasts and another hears, grouped by the sender:
+/// the sender derives its beacons once for all the windows it sends.
 #[derive(Clone, Copy, Debug, Default)]
-struct Heard {
+struct Sent {
     receiver: u32,
-    /// Index of the contact among the day's contacts.
-    contact: u32,
-    sender_is_a: bool,
-    kind: ContactKind,
-    minutes: u16,
+    epoch: u8,
+    minutes: u8,
+    rssi: i8,
 }
 
 /// What the server published on one day.
@@ -237,7 +261,7 @@ impl Phones {
 
     /// Windows stored on all phones.
     pub fn stored_windows(&self) -> usize {
-        self.windows.iter().map(|d| d.windows.len()).sum()
+        self.windows.iter().map(DayWindows::len).sum()
     }
 
     /// Records the windows of the day's contacts between two app users.
@@ -250,9 +274,14 @@ impl Phones {
     ) {
         let started = Instant::now();
         let parts = Parts::new(pop.len());
-        // Each phone's contacts, so that a sender derives its day's EphIDs
-        // once (one keystream run) for all the phones that hear it.
-        let heard: Grouped<Heard> = Grouped::build(
+        let seed = self.seed;
+        let cap = s.app.max_windows_per_contact.clamp(1, EPOCHS_PER_DAY);
+        // Contacts start at 08:00, earlier only if they are too long to fit.
+        let first_epoch = FIRST_CONTACT_EPOCH.min(EPOCHS_PER_DAY - cap);
+        // Each contact's windows, drawn once for both phones (the channel is
+        // reciprocal), grouped by the phone that sends them, so that a
+        // sender derives its day's EphIDs once (one keystream run).
+        let sent: Grouped<Sent> = Grouped::build(
             parts,
             contacts
                 .par_chunks(CHUNK)
@@ -265,58 +294,8 @@ impl Phones {
                         .filter(|(_, c)| pop.app[c.a as usize] && pop.app[c.b as usize]);
                     for (i, c) in app {
                         let contact = (chunk * CHUNK + i) as u32;
-                        for (sender, receiver, sender_is_a) in [(c.a, c.b, true), (c.b, c.a, false)]
-                        {
-                            buckets[parts.of(sender)].push((
-                                sender,
-                                Heard {
-                                    receiver,
-                                    contact,
-                                    sender_is_a,
-                                    kind: c.kind,
-                                    minutes: c.minutes,
-                                },
-                            ));
-                        }
-                    }
-                    buckets
-                })
-                .collect(),
-        );
-        let pday = protocol_day(day);
-        let seed = self.seed;
-        let metadata = Metadata {
-            tx_power_dbm: s.radio.tx_power_dbm,
-        };
-        let cap = s.app.max_windows_per_contact.clamp(1, EPOCHS_PER_DAY);
-        // Contacts start at 08:00, earlier only if they are too long to fit.
-        let first_epoch = FIRST_CONTACT_EPOCH.min(EPOCHS_PER_DAY - cap);
-        let first_index =
-            EpochIndex::new(first_epoch as u8).expect("an index below 96 is an epoch of the day");
-        let heard = &heard;
-        let produced: Vec<Vec<Vec<(u32, WindowRecord)>>> = (0..parts.count())
-            .into_par_iter()
-            .map(|p| {
-                let mut buckets = parts.buckets();
-                for sender in parts.agents(p) {
-                    let list = heard.of(sender);
-                    if list.is_empty() {
-                        continue;
-                    }
-                    let sender = sender as u32;
-                    // What the sender broadcasts from the first contact epoch on.
-                    let beacons = daily_key(seed, sender, day)
-                        .ephid_generator(pday)
-                        .beacons_from(first_index, metadata);
-                    for h in list {
-                        let receiver = h.receiver;
-                        let windows = u32::from(h.minutes).div_ceil(15).clamp(1, cap);
-                        let (a, b) = if h.sender_is_a {
-                            (sender, receiver)
-                        } else {
-                            (receiver, sender)
-                        };
-                        let key = (u64::from(a) << 32) | u64::from(b);
+                        let windows = u32::from(c.minutes).div_ceil(15).clamp(1, cap);
+                        let key = (u64::from(c.a) << 32) | u64::from(c.b);
                         let latest = EPOCHS_PER_DAY - windows;
                         let span = latest.saturating_sub(first_epoch) + 1;
                         let u = rng::uniform(
@@ -324,94 +303,154 @@ impl Phones {
                             Stream::Radio,
                             u64::from(day),
                             key,
-                            u64::from(h.contact),
+                            u64::from(contact),
                         );
                         let start = (first_epoch + (u * f64::from(span)) as u32).min(latest);
-                        let mut channel = radio::Channel::new(&s.radio, seed, day, key, h.kind);
+                        let mut channel = radio::Channel::new(&s.radio, seed, day, key, c.kind);
                         for w in 0..windows {
                             let minutes =
-                                (u32::from(h.minutes).saturating_sub(15 * w)).clamp(1, 15);
-                            let epoch = start + w;
-                            // first_epoch ≤ start ≤ epoch < 96.
-                            let beacon = &beacons[(epoch - first_epoch) as usize];
+                                (u32::from(c.minutes).saturating_sub(15 * w)).clamp(1, 15);
                             let loss = channel.next_loss();
-                            buckets[parts.of(receiver)].push((
-                                receiver,
-                                WindowRecord {
-                                    ephid: beacon.ephid.0,
-                                    metadata: beacon.metadata.0,
-                                    epoch: epoch as u8,
-                                    minutes: minutes as u8,
-                                    rssi: radio::rssi(
-                                        &s.radio,
-                                        loss,
-                                        pop.tx_error_db[sender as usize],
-                                        pop.rx_error_db[receiver as usize],
-                                    ),
-                                },
-                            ));
+                            for (sender, receiver) in [(c.a, c.b), (c.b, c.a)] {
+                                buckets[parts.of(sender)].push((
+                                    sender,
+                                    Sent {
+                                        receiver,
+                                        epoch: (start + w) as u8,
+                                        minutes: minutes as u8,
+                                        rssi: radio::rssi(
+                                            &s.radio,
+                                            loss,
+                                            pop.tx_error_db[sender as usize],
+                                            pop.rx_error_db[receiver as usize],
+                                        ),
+                                    },
+                                ));
+                            }
                         }
+                    }
+                    buckets
+                })
+                .collect(),
+        );
+        let pday = protocol_day(day);
+        let metadata = Metadata {
+            tx_power_dbm: s.radio.tx_power_dbm,
+        };
+        let first_index =
+            EpochIndex::new(first_epoch as u8).expect("an index below 96 is an epoch of the day");
+        let sent = &sent;
+        let window_parts = 1usize << WINDOW_PART_BITS;
+        let produced: Vec<Vec<Vec<WindowRecord>>> = (0..parts.count())
+            .into_par_iter()
+            .map(|p| {
+                let mut buckets = vec![Vec::new(); window_parts];
+                for sender in parts.agents(p) {
+                    let list = sent.of(sender);
+                    if list.is_empty() {
+                        continue;
+                    }
+                    // What the sender broadcasts from the first contact epoch on.
+                    let beacons = daily_key(seed, sender as u32, day)
+                        .ephid_generator(pday)
+                        .beacons_from(first_index, metadata);
+                    for x in list {
+                        // first_epoch ≤ start ≤ epoch < 96.
+                        let beacon = &beacons[usize::from(x.epoch) - first_epoch as usize];
+                        let part =
+                            MatchIndex::probe_order(&beacon.ephid) >> (64 - WINDOW_PART_BITS);
+                        buckets[part as usize].push(WindowRecord {
+                            receiver: x.receiver.to_le_bytes(),
+                            ephid: beacon.ephid.0,
+                            metadata: beacon.metadata.0,
+                            epoch: x.epoch,
+                            minutes: x.minutes,
+                            rssi: x.rssi,
+                        });
                     }
                 }
                 buckets
             })
             .collect();
-        let windows = Grouped::build(parts, produced);
+        let produced = &produced;
+        let windows = (0..window_parts)
+            .into_par_iter()
+            .map(|q| {
+                let mut part = Vec::with_capacity(produced.iter().map(|b| b[q].len()).sum());
+                for buckets in produced {
+                    part.extend_from_slice(&buckets[q]);
+                }
+                part
+            })
+            .collect();
         if self.windows.len() == RETENTION_DAYS as usize {
             self.windows.pop_front();
         }
-        self.windows.push_back(DayWindows { day, windows });
+        self.windows.push_back(DayWindows {
+            day,
+            parts: windows,
+        });
         self.timings.sightings += started.elapsed();
     }
 
-    /// Looks up the windows of `agent` recorded on the days in `days` with
-    /// [`MatchIndex::may_match`] and puts those that pass in `scratch.windows`
-    /// as [`ObservedWindow`]s (reusing its allocations), as a phone would
-    /// read only those from its store. Returns (looked up, passed).
-    fn candidate_windows(
+    /// Looks up `records`, stored on simulation day `day`, in `index`, as
+    /// the phones that stored them would: each is probed with
+    /// [`MatchIndex::may_match`], and those that pass become full
+    /// [`ObservedWindow`]s (reusing `scratch`'s allocations) for
+    /// [`MatchIndex::match_windows_indexed`]. Pushes each exposure found
+    /// with the phone it is for onto `found`.
+    fn look_up(
         &self,
-        agent: usize,
-        days: &[&DayWindows],
+        day: u32,
+        records: &[WindowRecord],
         index: &MatchIndex,
+        today: DayNumber,
         scratch: &mut Scratch,
-    ) -> (usize, usize) {
-        scratch.keys.clear();
-        scratch.records.clear();
-        for day in days {
-            for rec in day.windows.of(agent) {
-                let (first_seen, last_seen) = rec.seen(day.day);
-                scratch.keys.push(WindowKey {
+        found: &mut Vec<(u32, Exposure)>,
+    ) {
+        for chunk in records.chunks(LOOKUP_CHUNK) {
+            scratch.keys.clear();
+            scratch.keys.extend(chunk.iter().map(|rec| {
+                let (first_seen, last_seen) = rec.seen(day);
+                WindowKey {
                     ephid: EphId(rec.ephid),
                     first_seen,
                     last_seen,
-                });
-                scratch.records.push(*rec);
+                }
+            }));
+            scratch.passed.clear();
+            index.may_match(&scratch.keys, self.options.epoch_skew, &mut scratch.passed);
+            let buf = &mut scratch.windows;
+            for (n, &i) in scratch.passed.iter().enumerate() {
+                let (key, rec) = (&scratch.keys[i], &chunk[i]);
+                if n == buf.len() {
+                    buf.push(ObservedWindow {
+                        ephid: key.ephid,
+                        metadata: EncryptedMetadata(rec.metadata),
+                        first_seen: key.first_seen,
+                        last_seen: key.last_seen,
+                        rssi: Vec::with_capacity(15),
+                    });
+                }
+                let w = &mut buf[n];
+                w.ephid = key.ephid;
+                w.metadata = EncryptedMetadata(rec.metadata);
+                w.first_seen = key.first_seen;
+                w.last_seen = key.last_seen;
+                w.rssi.clear();
+                w.rssi
+                    .resize(usize::from(rec.minutes).max(1), Rssi(rec.rssi));
             }
-        }
-        scratch.passed.clear();
-        index.may_match(&scratch.keys, self.options.epoch_skew, &mut scratch.passed);
-        let buf = &mut scratch.windows;
-        for (n, &i) in scratch.passed.iter().enumerate() {
-            let (key, rec) = (&scratch.keys[i], &scratch.records[i]);
-            let samples = usize::from(rec.minutes);
-            if n == buf.len() {
-                buf.push(ObservedWindow {
-                    ephid: key.ephid,
-                    metadata: EncryptedMetadata(rec.metadata),
-                    first_seen: key.first_seen,
-                    last_seen: key.last_seen,
-                    rssi: Vec::with_capacity(15),
-                });
+            let passed = scratch.passed.len();
+            if passed == 0 {
+                continue;
             }
-            let w = &mut buf[n];
-            w.ephid = key.ephid;
-            w.metadata = EncryptedMetadata(rec.metadata);
-            w.first_seen = key.first_seen;
-            w.last_seen = key.last_seen;
-            w.rssi.clear();
-            w.rssi.resize(samples.max(1), Rssi(rec.rssi));
+            let hits = index.match_windows_indexed(&buf[..passed], &self.options, today);
+            found.extend(
+                hits.into_iter()
+                    .map(|(n, e)| (chunk[scratch.passed[n]].receiver(), e)),
+            );
         }
-        (scratch.keys.len(), scratch.passed.len())
     }
 
     /// An app user who tested positive on `result_day` and consented
@@ -511,7 +550,6 @@ impl Phones {
             };
             self.timings.publication += started.elapsed();
             let started = Instant::now();
-            let options = self.options;
             // As a phone: windows of days without a published key (one day
             // either side for clock skew) need not be read at all.
             let days: Vec<&DayWindows> = self
@@ -524,46 +562,34 @@ impl Phones {
                     )
                 })
                 .collect();
-            let days = &days[..];
             let this = &*self;
-            // (windows looked up, phones that matched with their exposures)
-            let (looked_up, found) = this
-                .users
-                .par_iter()
-                .map_init(Scratch::default, |scratch, &agent| {
-                    let (looked_up, n) =
-                        this.candidate_windows(agent as usize, days, &index, scratch);
-                    let hits = if n == 0 {
-                        Vec::new()
-                    } else {
-                        index.match_windows_indexed(&scratch.windows[..n], &options, today)
-                    };
-                    (looked_up as u64, agent, hits)
+            let index = &index;
+            // Every stored day's parts, oldest day first.
+            let found: Vec<Vec<(u32, Exposure)>> = days
+                .iter()
+                .flat_map(|d| d.parts.iter().map(move |records| (d.day, records)))
+                .filter(|(_, records)| !records.is_empty())
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map_init(Scratch::default, |scratch, (day, records)| {
+                    let mut found = Vec::new();
+                    this.look_up(day, records, index, today, scratch, &mut found);
+                    found
                 })
-                .fold(
-                    || (0u64, Vec::new()),
-                    |(sum, mut found), (looked_up, agent, hits)| {
-                        if !hits.is_empty() {
-                            found.push((agent, hits));
-                        }
-                        (sum + looked_up, found)
-                    },
-                )
-                .reduce(
-                    || (0u64, Vec::new()),
-                    |(a, mut x), (b, y)| {
-                        x.extend(y);
-                        (a + b, x)
-                    },
-                );
-            result.windows_looked_up = looked_up;
-            // Each phone appears once, so the order threads finish in does
-            // not change any phone's exposures; `tracked` is sorted below.
+                .collect();
+            result.windows_looked_up = days.iter().map(|d| d.len() as u64).sum();
+            let mut found: Vec<(u32, Exposure)> = found.into_iter().flatten().collect();
+            // Stable: each phone's exposures stay in the order found.
+            found.sort_by_key(|&(agent, _)| agent);
+            result.matches = found.len() as u64;
             let before = self.tracked.len();
-            for (agent, hits) in found {
-                result.matches += hits.len() as u64;
-                self.exposures[agent as usize].extend(hits.into_iter().map(|(_, e)| e));
-                self.tracked.push(agent);
+            let mut previous = None;
+            for (agent, exposure) in found {
+                self.exposures[agent as usize].push(exposure);
+                if previous != Some(agent) {
+                    self.tracked.push(agent);
+                    previous = Some(agent);
+                }
             }
             if self.tracked.len() > before {
                 self.tracked.sort_unstable();
