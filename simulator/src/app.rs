@@ -83,9 +83,10 @@ pub struct WindowRecord {
 }
 
 impl WindowRecord {
-    /// First sighting and last sighting of the window, on simulation `day`.
-    fn seen(&self, day: u32) -> (Timestamp, Timestamp) {
-        let first = Timestamp(protocol_day(day).start().0 + u64::from(self.epoch) * EPOCH_SECONDS);
+    /// First sighting and last sighting of the window, stored on the day
+    /// that starts at `day_start`.
+    fn seen(&self, day_start: Timestamp) -> (Timestamp, Timestamp) {
+        let first = Timestamp(day_start.0 + u64::from(self.epoch) * EPOCH_SECONDS);
         let last = Timestamp(first.0 + (u64::from(self.minutes) - 1) * u64::from(SAMPLE_SECS));
         (first, last)
     }
@@ -278,6 +279,7 @@ impl Phones {
         let cap = s.app.max_windows_per_contact.clamp(1, EPOCHS_PER_DAY);
         // Contacts start at 08:00, earlier only if they are too long to fit.
         let first_epoch = FIRST_CONTACT_EPOCH.min(EPOCHS_PER_DAY - cap);
+        let distances = radio::Distances::new(&s.radio);
         // Each contact's windows, drawn once for both phones (the channel is
         // reciprocal), grouped by the phone that sends them, so that a
         // sender derives its day's EphIDs once (one keystream run).
@@ -306,7 +308,8 @@ impl Phones {
                             u64::from(contact),
                         );
                         let start = (first_epoch + (u * f64::from(span)) as u32).min(latest);
-                        let mut channel = radio::Channel::new(&s.radio, seed, day, key, c.kind);
+                        let mut channel =
+                            radio::Channel::new(&s.radio, &distances, seed, day, key, c.kind);
                         for w in 0..windows {
                             let minutes =
                                 (u32::from(c.minutes).saturating_sub(15 * w)).clamp(1, 15);
@@ -356,7 +359,9 @@ impl Phones {
                         .beacons_from(first_index, metadata);
                     for x in list {
                         // first_epoch ≤ start ≤ epoch < 96.
-                        let beacon = &beacons[usize::from(x.epoch) - first_epoch as usize];
+                        let beacon = EpochIndex::new(x.epoch)
+                            .and_then(|i| beacons.get(i))
+                            .expect("contacts lie in the epochs derived");
                         let part =
                             MatchIndex::probe_order(&beacon.ephid) >> (64 - WINDOW_PART_BITS);
                         buckets[part as usize].push(WindowRecord {
@@ -408,10 +413,11 @@ impl Phones {
         scratch: &mut Scratch,
         found: &mut Vec<(u32, Exposure)>,
     ) {
+        let day_start = protocol_day(day).start();
         for chunk in records.chunks(LOOKUP_CHUNK) {
             scratch.keys.clear();
             scratch.keys.extend(chunk.iter().map(|rec| {
-                let (first_seen, last_seen) = rec.seen(day);
+                let (first_seen, last_seen) = rec.seen(day_start);
                 WindowKey {
                     ephid: EphId(rec.ephid),
                     first_seen,

@@ -32,6 +32,29 @@ pub fn median_distance(p: &RadioParams, kind: ContactKind) -> f64 {
     }
 }
 
+/// The log₁₀ of each contact kind's median distance in metres, computed
+/// once for a scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct Distances {
+    log10_median: [f64; 5],
+}
+
+impl Distances {
+    /// The scenario's median distances.
+    pub fn new(p: &RadioParams) -> Distances {
+        let kinds = [
+            ContactKind::Household,
+            ContactKind::Work,
+            ContactKind::Random,
+            ContactKind::Venue,
+            ContactKind::Transit,
+        ];
+        Distances {
+            log10_median: kinds.map(|k| median_distance(p, k).log10()),
+        }
+    }
+}
+
 /// The radio channel of one contact: its distance, then the shadowing of
 /// each window, drawn in sequence from the contact's coordinates (`key`),
 /// so both phones see the same channel (it is reciprocal).
@@ -44,7 +67,14 @@ pub struct Channel {
 
 impl Channel {
     /// The channel of the contact `key` of kind `kind` on `day`.
-    pub fn new(p: &RadioParams, seed: u64, day: u32, key: u64, kind: ContactKind) -> Channel {
+    pub fn new(
+        p: &RadioParams,
+        distances: &Distances,
+        seed: u64,
+        day: u32,
+        key: u64,
+        kind: ContactKind,
+    ) -> Channel {
         let mut rng = SmallRng::seed_from_u64(rng::hash(
             seed,
             Stream::Channel,
@@ -53,10 +83,13 @@ impl Channel {
             kind as u64,
         ));
         let z: f64 = StandardNormal.sample(&mut rng);
-        let distance = (median_distance(p, kind) * (p.distance_log_sd * z).exp()).max(0.1);
+        // log₁₀ max(median · e^(σ·z), 0.1 m), without exp and log.
+        let log10_distance = (distances.log10_median[kind as usize]
+            + p.distance_log_sd * z * std::f64::consts::LOG10_E)
+            .max(-1.0);
         Channel {
             rng,
-            mean_loss: p.loss_at_1m_db + 10.0 * p.exponent * distance.log10(),
+            mean_loss: p.loss_at_1m_db + 10.0 * p.exponent * log10_distance,
             shadowing_db: p.shadowing_db,
         }
     }

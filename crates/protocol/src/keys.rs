@@ -206,37 +206,24 @@ impl EphIdGenerator {
         Metadata::from_bytes(bytes)
     }
 
-    /// The beacons of epochs `first` to the end of the day, in order: entry
-    /// `i` is [`EphIdGenerator::beacon`] of epoch `first + i`. Two keystream
-    /// runs, one for the EphIDs and one for the metadata masks, at a
-    /// fraction of the cost of one [`EphIdGenerator::beacon`] per epoch;
-    /// [`EpochIndex::FIRST`] gives the whole day.
-    pub fn beacons_from(&self, first: EpochIndex, metadata: Metadata) -> Vec<Beacon> {
-        let first = usize::from(first.get());
-        let mut ephids = [0u8; EPHID_KEYSTREAM_LEN];
-        let ephids = &mut ephids[EPHID_LEN * first..];
-        self.cipher_at(EPHID_LEN * first).apply_keystream(ephids);
-        let mut masks = [0u8; BEACON_KEYSTREAM_LEN - EPHID_KEYSTREAM_LEN];
-        let masks = &mut masks[METADATA_LEN * first..];
-        self.cipher_at(EPHID_KEYSTREAM_LEN + METADATA_LEN * first)
-            .apply_keystream(masks);
-        let plain = metadata.to_bytes();
-        ephids
-            .chunks_exact(EPHID_LEN)
-            .zip(masks.chunks_exact(METADATA_LEN))
-            .map(|(id, mask)| {
-                let mut ephid = [0u8; EPHID_LEN];
-                ephid.copy_from_slice(id);
-                let mut sealed = plain;
-                for (b, m) in sealed.iter_mut().zip(mask) {
-                    *b ^= m;
-                }
-                Beacon {
-                    ephid: EphId(ephid),
-                    metadata: EncryptedMetadata(sealed),
-                }
-            })
-            .collect()
+    /// The beacons of epochs `first` to the end of the day, to be read
+    /// with [`Beacons::get`]: [`EphIdGenerator::beacon`] of each, from two
+    /// keystream runs (one for the EphIDs, one for the metadata masks) at
+    /// a fraction of the cost of one [`EphIdGenerator::beacon`] per epoch,
+    /// and with no allocation. [`EpochIndex::FIRST`] gives the whole day.
+    pub fn beacons_from(&self, first: EpochIndex, metadata: Metadata) -> Beacons {
+        let start = usize::from(first.get());
+        let mut stream = [0u8; BEACON_KEYSTREAM_LEN];
+        let (ephids, masks) = stream.split_at_mut(EPHID_KEYSTREAM_LEN);
+        self.cipher_at(EPHID_LEN * start)
+            .apply_keystream(&mut ephids[EPHID_LEN * start..]);
+        self.cipher_at(EPHID_KEYSTREAM_LEN + METADATA_LEN * start)
+            .apply_keystream(&mut masks[METADATA_LEN * start..]);
+        Beacons {
+            first,
+            stream,
+            plain: metadata.to_bytes(),
+        }
     }
 
     /// What a phone broadcasts in epoch `index`: the EphID and sealed metadata.
@@ -261,6 +248,44 @@ impl fmt::Debug for EphIdGenerator {
 fn xor(bytes: &mut [u8; METADATA_LEN], mask: &[u8; METADATA_LEN]) {
     for (b, m) in bytes.iter_mut().zip(mask) {
         *b ^= m;
+    }
+}
+
+/// A day's beacons from one epoch on ([`EphIdGenerator::beacons_from`]).
+/// Holds keystream, not the key: what it yields is broadcast anyway.
+#[derive(Clone)]
+pub struct Beacons {
+    first: EpochIndex,
+    stream: [u8; BEACON_KEYSTREAM_LEN],
+    plain: [u8; METADATA_LEN],
+}
+
+impl Beacons {
+    /// The beacon of epoch `index`; `None` before the first epoch derived.
+    pub fn get(&self, index: EpochIndex) -> Option<Beacon> {
+        if index < self.first {
+            return None;
+        }
+        let i = usize::from(index.get());
+        let mut ephid = [0u8; EPHID_LEN];
+        ephid.copy_from_slice(&self.stream[EPHID_LEN * i..EPHID_LEN * (i + 1)]);
+        let at = EPHID_KEYSTREAM_LEN + METADATA_LEN * i;
+        let mut mask = [0u8; METADATA_LEN];
+        mask.copy_from_slice(&self.stream[at..at + METADATA_LEN]);
+        let mut sealed = self.plain;
+        xor(&mut sealed, &mask);
+        Some(Beacon {
+            ephid: EphId(ephid),
+            metadata: EncryptedMetadata(sealed),
+        })
+    }
+}
+
+impl fmt::Debug for Beacons {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Beacons")
+            .field("first", &self.first)
+            .finish_non_exhaustive()
     }
 }
 
@@ -298,9 +323,8 @@ mod tests {
         let g = key().ephid_generator(DayNumber(20_000));
         let metadata = Metadata { tx_power_dbm: -7 };
         let all = g.beacons_from(EpochIndex::FIRST, metadata);
-        assert_eq!(all.len(), 96);
         for i in EpochIndex::all() {
-            let b = all[usize::from(i.get())];
+            let b = all.get(i).expect("the whole day");
             assert_eq!(b, g.beacon(i, metadata));
             assert_eq!(
                 g.decrypt_metadata(i, b.metadata).expect("decrypts"),
@@ -309,7 +333,10 @@ mod tests {
         }
         for first in [1u8, 32, 95] {
             let tail = g.beacons_from(EpochIndex::new(first).expect("< 96"), metadata);
-            assert_eq!(tail, all[usize::from(first)..]);
+            for i in EpochIndex::all() {
+                let expected = (i.get() >= first).then(|| all.get(i).expect("whole day"));
+                assert_eq!(tail.get(i), expected);
+            }
         }
     }
 

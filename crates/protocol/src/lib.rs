@@ -69,7 +69,7 @@ pub use batch::{BatchNumber, BatchPayload, KeyBatch, PublicationMode, PublishedK
 pub use bloom::{EpochFilter, EpochHash};
 pub use ed25519_dalek;
 pub use error::{Error, Result};
-pub use keys::{Beacon, DailyKey, EncryptedMetadata, EphId, EphIdGenerator, Metadata};
+pub use keys::{Beacon, Beacons, DailyKey, EncryptedMetadata, EphId, EphIdGenerator, Metadata};
 pub use matching::{Exposure, IndexHit, MatchIndex, MatchOptions, WindowKey};
 pub use policy::{AttenuationBucket, ExposurePolicy};
 pub use region::RegionId;
