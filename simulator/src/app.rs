@@ -115,7 +115,6 @@ impl DayWindows {
 /// A matching thread's buffers, reused from part to part.
 #[derive(Debug, Default)]
 struct Scratch {
-    keys: Vec<WindowKey>,
     passed: Vec<usize>,
     windows: Vec<ObservedWindow>,
 }
@@ -189,6 +188,8 @@ pub struct Phones {
     /// Whether the phone is in a quarantine caused by exposure.
     pub exposure_quarantine: Vec<bool>,
     batch_number: u64,
+    /// Buffers of [`Phones::record_sightings`]: by sender part, by window part.
+    produced: Vec<Vec<Vec<WindowRecord>>>,
     /// Cumulative timings.
     pub timings: ProtocolTimings,
 }
@@ -246,6 +247,7 @@ impl Phones {
             colour: vec![Colour::Green; n],
             exposure_quarantine: vec![false; n],
             batch_number: 0,
+            produced: Vec::new(),
             timings: ProtocolTimings::default(),
         })
     }
@@ -344,10 +346,16 @@ impl Phones {
             EpochIndex::new(first_epoch as u8).expect("an index below 96 is an epoch of the day");
         let sent = &sent;
         let window_parts = 1usize << WINDOW_PART_BITS;
-        let produced: Vec<Vec<Vec<WindowRecord>>> = (0..parts.count())
-            .into_par_iter()
-            .map(|p| {
-                let mut buckets = vec![Vec::new(); window_parts];
+        // Each producer's windows by part; kept from day to day, so that
+        // tens of thousands of buffers are not allocated and freed daily.
+        let mut produced = std::mem::take(&mut self.produced);
+        produced.resize_with(parts.count(), Vec::new);
+        produced
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(p, buckets)| {
+                buckets.resize_with(window_parts, Vec::new);
+                buckets.iter_mut().for_each(Vec::clear);
                 for sender in parts.agents(p) {
                     let list = sent.of(sender);
                     if list.is_empty() {
@@ -374,23 +382,31 @@ impl Phones {
                         });
                     }
                 }
-                buckets
-            })
-            .collect();
-        let produced = &produced;
-        let windows = (0..window_parts)
-            .into_par_iter()
-            .map(|q| {
-                let mut part = Vec::with_capacity(produced.iter().map(|b| b[q].len()).sum());
-                for buckets in produced {
-                    part.extend_from_slice(&buckets[q]);
-                }
-                part
-            })
-            .collect();
-        if self.windows.len() == RETENTION_DAYS as usize {
-            self.windows.pop_front();
-        }
+            });
+        // The oldest day leaves the store; its memory takes the new day's
+        // windows (fresh memory would cost a page fault per 4 KiB).
+        let mut windows = if self.windows.len() == RETENTION_DAYS as usize {
+            self.windows
+                .pop_front()
+                .map(|d| d.parts)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        windows.resize_with(window_parts, Vec::new);
+        let all = &produced;
+        windows.par_iter_mut().enumerate().for_each(|(q, part)| {
+            let len = all.iter().map(|b| b[q].len()).sum();
+            part.clear();
+            if part.capacity() < len {
+                // Room to spare, so that a growing epidemic's next day fits.
+                *part = Vec::with_capacity(len + len / 8);
+            }
+            for buckets in all {
+                part.extend_from_slice(&buckets[q]);
+            }
+        });
+        self.produced = produced;
         self.windows.push_back(DayWindows {
             day,
             parts: windows,
@@ -414,21 +430,21 @@ impl Phones {
         found: &mut Vec<(u32, Exposure)>,
     ) {
         let day_start = protocol_day(day).start();
+        let key = |rec: &WindowRecord| {
+            let (first_seen, last_seen) = rec.seen(day_start);
+            WindowKey {
+                ephid: EphId(rec.ephid),
+                first_seen,
+                last_seen,
+            }
+        };
         for chunk in records.chunks(LOOKUP_CHUNK) {
-            scratch.keys.clear();
-            scratch.keys.extend(chunk.iter().map(|rec| {
-                let (first_seen, last_seen) = rec.seen(day_start);
-                WindowKey {
-                    ephid: EphId(rec.ephid),
-                    first_seen,
-                    last_seen,
-                }
-            }));
             scratch.passed.clear();
-            index.may_match(&scratch.keys, self.options.epoch_skew, &mut scratch.passed);
+            index.may_match_with(chunk, key, self.options.epoch_skew, &mut scratch.passed);
             let buf = &mut scratch.windows;
             for (n, &i) in scratch.passed.iter().enumerate() {
-                let (key, rec) = (&scratch.keys[i], &chunk[i]);
+                let rec = &chunk[i];
+                let key = key(rec);
                 if n == buf.len() {
                     buf.push(ObservedWindow {
                         ephid: key.ephid,

@@ -184,17 +184,16 @@ pub fn generate(
         stubs.extend(std::iter::repeat_n(a as u32, usize::from(c)));
     }
     stubs.shuffle(&mut rng::small_rng(seed, Stream::Random, d, u64::MAX));
-    for pair_of in stubs.chunks_exact(2) {
+    let random = stubs.par_chunks_exact(2).filter_map(|pair_of| {
         let (a, b) = (pair_of[0], pair_of[1]);
-        if a != b {
-            contacts.push(Contact {
-                a,
-                b,
-                kind: ContactKind::Random,
-                minutes: minutes(seed, d, a, b, ContactKind::Random, p.random_max_minutes),
-            });
-        }
-    }
+        (a != b).then(|| Contact {
+            a,
+            b,
+            kind: ContactKind::Random,
+            minutes: minutes(seed, d, a, b, ContactKind::Random, p.random_max_minutes),
+        })
+    });
+    contacts.par_extend(random);
 
     if p.venues {
         gatherings(

@@ -410,30 +410,46 @@ impl MatchIndex {
     /// can thus load only the windows that pass, with their RSSI samples,
     /// and give those to [`MatchIndex::match_windows_indexed`].
     pub fn may_match(&self, windows: &[WindowKey], skew: u8, passed: &mut Vec<usize>) {
+        self.may_match_with(windows, |w| *w, skew, passed);
+    }
+
+    /// [`MatchIndex::may_match`] over a store's own records, each read as a
+    /// [`WindowKey`] by `key`: no copy of the keys is made, and `key` is
+    /// asked only for what each step needs (the compiler drops the rest).
+    pub fn may_match_with<T>(
+        &self,
+        items: &[T],
+        key: impl Fn(&T) -> WindowKey,
+        skew: u8,
+        passed: &mut Vec<usize>,
+    ) {
         let Kind::Compact {
             table: Some(table), ..
         } = &self.kind
         else {
-            passed.extend(0..windows.len());
+            passed.extend(0..items.len());
             return;
         };
         const GROUP: usize = 16;
-        for (g, group) in windows.chunks(GROUP).enumerate() {
+        for (g, group) in items.chunks(GROUP).enumerate() {
             let mut fps = [0u64; GROUP];
             let mut places = [(0usize, 0u64); GROUP];
             let mut words = [0u64; GROUP];
-            for (j, w) in group.iter().enumerate() {
-                fps[j] = fingerprint(&w.ephid.0);
+            for (j, item) in group.iter().enumerate() {
+                fps[j] = fingerprint(&key(item).ephid.0);
                 places[j] = presence(fps[j], table.present.len());
             }
             // Independent loads: the processor overlaps their misses.
             for j in 0..group.len() {
                 words[j] = table.present[places[j].0];
             }
-            for (j, w) in group.iter().enumerate() {
+            for (j, item) in group.iter().enumerate() {
                 let bits = places[j].1;
                 if words[j] & bits == bits
-                    && Self::allowed_between(w.first_seen, w.last_seen, skew).is_some()
+                    && {
+                        let w = key(item);
+                        Self::allowed_between(w.first_seen, w.last_seen, skew).is_some()
+                    }
                     && table.probe(fps[j], |_| Some(())).is_some()
                 {
                     passed.push(g * GROUP + j);
@@ -764,6 +780,17 @@ mod tests {
         let all: Vec<usize> = (0..51).collect();
         assert_eq!(passed(&tables, &windows), all[..50]);
         assert_eq!(passed(&streaming, &windows), all);
+        // Reading the windows in place gives the same answers.
+        for index in [&tables, &streaming] {
+            let mut with = Vec::new();
+            index.may_match_with(
+                &windows,
+                |w: &ObservedWindow| WindowKey::from(w),
+                1,
+                &mut with,
+            );
+            assert_eq!(with, passed(index, &windows));
+        }
         let strangers: Vec<ObservedWindow> = (0..2_000)
             .map(|_| {
                 window(
