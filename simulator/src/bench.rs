@@ -28,6 +28,8 @@ pub struct Measurement {
     pub contacts: Duration,
     /// Time in transmission.
     pub disease: Duration,
+    /// Building the population and seeding the epidemic.
+    pub setup: Duration,
     /// Infections.
     pub infections: u64,
     /// Notifications.
@@ -39,6 +41,20 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// Time of the daily loop outside the measured phases: counting,
+    /// presence, test results and the like.
+    pub fn rest(&self) -> Duration {
+        self.elapsed.saturating_sub(
+            self.setup
+                + self.matching
+                + self.sightings
+                + self.publication
+                + self.status
+                + self.contacts
+                + self.disease,
+        )
+    }
+
     /// Agent-days simulated per second.
     pub fn agent_days_per_sec(&self) -> f64 {
         f64::from(self.agents) * f64::from(self.days) / self.elapsed.as_secs_f64()
@@ -86,6 +102,7 @@ pub fn measure(
         status: t.protocol.status,
         contacts: t.contacts,
         disease: t.disease,
+        setup: t.setup,
         infections: run.summary.infections,
         notifications: run.summary.notifications,
         windows_looked_up: run.summary.windows_looked_up,
@@ -97,7 +114,7 @@ pub fn measure(
 pub fn row(m: &Measurement) -> String {
     let days = f64::from(m.days);
     format!(
-        "{:>9} agents × {} days, {} thread(s): {:>7.1} s, {:>6.3} M agent-days/s; per sim-day: matching {:.3} s, sightings {:.3} s, batches {:.3} s, status {:.3} s, contacts {:.3} s, transmission {:.3} s; {} infections, {} notifications, {:.1} M window lookups; peak RSS {}",
+        "{:>9} agents × {} days, {} thread(s): {:>7.1} s, {:>6.3} M agent-days/s; per sim-day: matching {:.3} s, sightings {:.3} s, batches {:.3} s, status {:.3} s, contacts {:.3} s, transmission {:.3} s, the rest {:.3} s; setup {:.2} s; {} infections, {} notifications, {:.1} M window lookups; peak RSS {}",
         m.agents,
         m.days,
         m.threads,
@@ -109,6 +126,8 @@ pub fn row(m: &Measurement) -> String {
         m.status.as_secs_f64() / days,
         m.contacts.as_secs_f64() / days,
         m.disease.as_secs_f64() / days,
+        m.rest().as_secs_f64() / days,
+        m.setup.as_secs_f64(),
         m.infections,
         m.notifications,
         m.windows_looked_up as f64 / 1e6,

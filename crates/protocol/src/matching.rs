@@ -169,17 +169,34 @@ fn presence(fp: u64, words: usize) -> (usize, u64) {
     (home_slot(fp, words), bits)
 }
 
+/// `f` of every key with its position, in order: on every core with the
+/// `parallel` feature, else on this thread. The same result either way.
+fn map_keys<K: Sync, T: Send>(keys: &[K], f: impl Fn(usize, &K) -> T + Sync + Send) -> Vec<T> {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        keys.par_iter().enumerate().map(|(i, k)| f(i, k)).collect()
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        keys.iter().enumerate().map(|(i, k)| f(i, k)).collect()
+    }
+}
+
+#[inline]
 fn fingerprint(ephid: &[u8]) -> u64 {
     let mut head = [0u8; 8];
     head.copy_from_slice(&ephid[..8]);
     u64::from_be_bytes(head)
 }
 
+#[inline]
 fn home_slot(fp: u64, slots: usize) -> usize {
     // Multiply-shift range reduction: fp is uniform, so is the slot.
     ((u128::from(fp) * slots as u128) >> 64) as usize
 }
 
+#[inline]
 fn next_slot(slot: usize, slots: usize) -> usize {
     if slot + 1 == slots {
         0
@@ -199,25 +216,27 @@ impl EphIdTable {
         // fingerprint; inserting in the order of the top byte fills them
         // front to back, a cache-friendly pass where random inserts into a
         // table of a hundred megabytes would each miss the cache.
-        let mut found: Vec<(u64, u32)> = Vec::with_capacity(entries);
-        let mut stream = [0u8; EPHID_KEYSTREAM_LEN];
-        for (k, key) in keys.iter().enumerate() {
+        // Each key's 96 fingerprints, with `key · 96 + epoch + 1`.
+        let found: Vec<[(u64, u32); EPOCHS_PER_DAY as usize]> = map_keys(keys, |k, key| {
+            let mut stream = [0u8; EPHID_KEYSTREAM_LEN];
             key.generator.fill_ephids(&mut stream);
+            let mut out = [(0u64, 0u32); EPOCHS_PER_DAY as usize];
             for (i, ephid) in stream.chunks_exact(EPHID_LEN).enumerate() {
                 // Invariant: MAX_BATCH_KEYS · 96 + 1 fits in u32.
-                found.push((fingerprint(ephid), k as u32 * EPOCHS_PER_DAY + i as u32 + 1));
+                out[i] = (fingerprint(ephid), k as u32 * EPOCHS_PER_DAY + i as u32 + 1);
             }
-        }
+            out
+        });
         let buckets = 256.min(slots);
         let mut start = vec![0usize; buckets + 1];
-        for &(fp, _) in &found {
+        for &(fp, _) in found.iter().flatten() {
             start[home_slot(fp, buckets) + 1] += 1;
         }
         for b in 0..buckets {
             start[b + 1] += start[b];
         }
-        let mut ordered = vec![(0u64, 0u32); found.len()];
-        for &(fp, r) in &found {
+        let mut ordered = vec![(0u64, 0u32); entries];
+        for &(fp, r) in found.iter().flatten() {
             let at = &mut start[home_slot(fp, buckets)];
             ordered[*at] = (fp, r);
             *at += 1;
@@ -329,17 +348,13 @@ impl MatchIndex {
         let kind = match &batch.payload {
             BatchPayload::Unlinkable(filter) => Kind::Unlinkable(filter.clone()),
             BatchPayload::Compact(published) => {
-                let mut keys: Vec<IndexedKey> = published
-                    .iter()
-                    .enumerate()
-                    .map(|(position, k)| IndexedKey {
-                        generator: k.key.ephid_generator(k.day),
-                        days_since_onset: k.days_since_onset,
-                        origin: k.origin,
-                        // Invariant: a batch holds at most MAX_BATCH_KEYS (< 2³²) keys.
-                        position: position as u32,
-                    })
-                    .collect();
+                let mut keys: Vec<IndexedKey> = map_keys(published, |position, k| IndexedKey {
+                    generator: k.key.ephid_generator(k.day),
+                    days_since_onset: k.days_since_onset,
+                    origin: k.origin,
+                    // Invariant: a batch holds at most MAX_BATCH_KEYS (< 2³²) keys.
+                    position: position as u32,
+                });
                 keys.sort_by_key(|k| k.generator.day());
                 let mut days: Vec<DayKeys> = Vec::new();
                 for (i, k) in keys.iter().enumerate() {
