@@ -190,6 +190,8 @@ pub struct Phones {
     batch_number: u64,
     /// Buffers of [`Phones::record_sightings`]: by sender part, by window part.
     produced: Vec<Vec<Vec<WindowRecord>>>,
+    /// The day's windows grouped by sender, in memory kept from day to day.
+    sent: Grouped<Sent>,
     /// Cumulative timings.
     pub timings: ProtocolTimings,
 }
@@ -248,6 +250,7 @@ impl Phones {
             exposure_quarantine: vec![false; n],
             batch_number: 0,
             produced: Vec::new(),
+            sent: Grouped::build(Parts::new(n), Vec::new()),
             timings: ProtocolTimings::default(),
         })
     }
@@ -285,66 +288,60 @@ impl Phones {
         // Each contact's windows, drawn once for both phones (the channel is
         // reciprocal), grouped by the phone that sends them, so that a
         // sender derives its day's EphIDs once (one keystream run).
-        let sent: Grouped<Sent> = Grouped::build(
-            parts,
-            contacts
-                .par_chunks(CHUNK)
-                .enumerate()
-                .map(|(chunk, cs)| {
-                    let mut buckets = parts.buckets();
-                    let app = cs
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, c)| pop.app[c.a as usize] && pop.app[c.b as usize]);
-                    for (i, c) in app {
-                        let contact = (chunk * CHUNK + i) as u32;
-                        let windows = u32::from(c.minutes).div_ceil(15).clamp(1, cap);
-                        let key = (u64::from(c.a) << 32) | u64::from(c.b);
-                        let latest = EPOCHS_PER_DAY - windows;
-                        let span = latest.saturating_sub(first_epoch) + 1;
-                        let u = rng::uniform(
-                            seed,
-                            Stream::Radio,
-                            u64::from(day),
-                            key,
-                            u64::from(contact),
-                        );
-                        let start = (first_epoch + (u * f64::from(span)) as u32).min(latest);
-                        let mut channel =
-                            radio::Channel::new(&s.radio, &distances, seed, day, key, c.kind);
-                        for w in 0..windows {
-                            let minutes =
-                                (u32::from(c.minutes).saturating_sub(15 * w)).clamp(1, 15);
-                            let loss = channel.next_loss();
-                            for (sender, receiver) in [(c.a, c.b), (c.b, c.a)] {
-                                buckets[parts.of(sender)].push((
-                                    sender,
-                                    Sent {
-                                        receiver,
-                                        epoch: (start + w) as u8,
-                                        minutes: minutes as u8,
-                                        rssi: radio::rssi(
-                                            &s.radio,
-                                            loss,
-                                            pop.tx_error_db[sender as usize],
-                                            pop.rx_error_db[receiver as usize],
-                                        ),
-                                    },
-                                ));
-                            }
+        let by_sender: Vec<Vec<Vec<(u32, Sent)>>> = contacts
+            .par_chunks(CHUNK)
+            .enumerate()
+            .map(|(chunk, cs)| {
+                let mut buckets = parts.buckets();
+                let app = cs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| pop.app[c.a as usize] && pop.app[c.b as usize]);
+                for (i, c) in app {
+                    let contact = (chunk * CHUNK + i) as u32;
+                    let windows = u32::from(c.minutes).div_ceil(15).clamp(1, cap);
+                    let key = (u64::from(c.a) << 32) | u64::from(c.b);
+                    let latest = EPOCHS_PER_DAY - windows;
+                    let span = latest.saturating_sub(first_epoch) + 1;
+                    let u =
+                        rng::uniform(seed, Stream::Radio, u64::from(day), key, u64::from(contact));
+                    let start = (first_epoch + (u * f64::from(span)) as u32).min(latest);
+                    let mut channel =
+                        radio::Channel::new(&s.radio, &distances, seed, day, key, c.kind);
+                    for w in 0..windows {
+                        let minutes = (u32::from(c.minutes).saturating_sub(15 * w)).clamp(1, 15);
+                        let loss = channel.next_loss();
+                        for (sender, receiver) in [(c.a, c.b), (c.b, c.a)] {
+                            buckets[parts.of(sender)].push((
+                                sender,
+                                Sent {
+                                    receiver,
+                                    epoch: (start + w) as u8,
+                                    minutes: minutes as u8,
+                                    rssi: radio::rssi(
+                                        &s.radio,
+                                        loss,
+                                        pop.tx_error_db[sender as usize],
+                                        pop.rx_error_db[receiver as usize],
+                                    ),
+                                },
+                            ));
                         }
                     }
-                    buckets
-                })
-                .collect(),
-        );
+                }
+                buckets
+            })
+            .collect();
+        // Grouped in the memory of the day before.
+        self.sent.rebuild(parts, &by_sender);
+        drop(by_sender);
         let pday = protocol_day(day);
         let metadata = Metadata {
             tx_power_dbm: s.radio.tx_power_dbm,
         };
         let first_index =
             EpochIndex::new(first_epoch as u8).expect("an index below 96 is an epoch of the day");
-        let sent = &sent;
+        let sent = &self.sent;
         let window_parts = 1usize << WINDOW_PART_BITS;
         // Each producer's windows by part; kept from day to day, so that
         // tens of thousands of buffers are not allocated and freed daily.

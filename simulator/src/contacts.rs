@@ -112,40 +112,41 @@ fn pair(a: u32, b: u32) -> u64 {
     (u64::from(a.min(b)) << 32) | u64::from(a.max(b))
 }
 
-/// Generates the day's contacts. Deterministic: the order and content of
-/// the result depend only on the seed, the day and who is present.
+/// Generates the day's contacts into `contacts` (emptied first; a buffer
+/// kept from day to day spares the allocation of tens of megabytes daily).
+/// Deterministic: the order and content of the result depend only on the
+/// seed, the day and who is present.
 pub fn generate(
     s: &Scenario,
     pop: &Population,
     presence: &[Presence],
     tables: &RandomContactTables,
     day: u32,
-) -> Vec<Contact> {
+    contacts: &mut Vec<Contact>,
+) {
     let seed = s.seed;
     let d = u64::from(day);
     let p = &s.contacts;
     let household_minutes = p.household_minutes.min(u32::from(u16::MAX)) as u16;
 
-    let mut contacts: Vec<Contact> = (0..pop.households())
-        .into_par_iter()
-        .flat_map_iter(|h| {
-            let (start, end) = (pop.household_start[h], pop.household_start[h + 1]);
-            (start..end).flat_map(move |a| {
-                (a + 1..end).filter_map(move |b| {
-                    (presence[a as usize] != Presence::Absent
-                        && presence[b as usize] != Presence::Absent)
-                        .then_some(Contact {
-                            a,
-                            b,
-                            kind: ContactKind::Household,
-                            minutes: household_minutes,
-                        })
-                })
+    contacts.clear();
+    contacts.par_extend((0..pop.households()).into_par_iter().flat_map_iter(|h| {
+        let (start, end) = (pop.household_start[h], pop.household_start[h + 1]);
+        (start..end).flat_map(move |a| {
+            (a + 1..end).filter_map(move |b| {
+                (presence[a as usize] != Presence::Absent
+                    && presence[b as usize] != Presence::Absent)
+                    .then_some(Contact {
+                        a,
+                        b,
+                        kind: ContactKind::Household,
+                        minutes: household_minutes,
+                    })
             })
         })
-        .collect();
+    }));
 
-    let work: Vec<Contact> = (0..pop.len() as u32)
+    let work = (0..pop.len() as u32)
         .into_par_iter()
         .filter(|&a| presence[a as usize] == Presence::Out)
         .flat_map_iter(|a| {
@@ -163,9 +164,8 @@ pub fn generate(
                     kind: ContactKind::Work,
                     minutes: minutes(seed, d, a, b, ContactKind::Work, p.work_max_minutes),
                 })
-        })
-        .collect();
-    contacts.extend(work);
+        });
+    contacts.par_extend(work);
 
     // Random contacts: each person's count from the negative binomial,
     // then the "stubs" are shuffled and paired (configuration model).
@@ -205,7 +205,7 @@ pub fn generate(
             p.venue_visit_probability,
             p.venues_per_1000,
             p.venue_contacts,
-            &mut contacts,
+            contacts,
         );
     }
     if p.transit {
@@ -218,10 +218,9 @@ pub fn generate(
             p.transit_probability,
             p.transit_vehicles_per_1000,
             p.transit_contacts,
-            &mut contacts,
+            contacts,
         );
     }
-    contacts
 }
 
 /// People who visit the same place in the same hour meet: each visitor

@@ -74,12 +74,33 @@ impl<T: Copy + Default + Send + Sync> Grouped<T> {
     /// Groups what the producers made: `produced[i][p]` holds producer
     /// `i`'s items (agent, item) for part `p`, in the order it made them.
     pub fn build(parts: Parts, produced: Vec<Vec<Vec<(u32, T)>>>) -> Grouped<T> {
-        let produced = &produced;
-        let groups = (0..parts.count())
-            .into_par_iter()
-            .map(|p| {
+        let mut grouped = Grouped {
+            parts,
+            groups: Vec::new(),
+        };
+        grouped.rebuild(parts, &produced);
+        grouped
+    }
+
+    /// [`Grouped::build`] in the memory of the items grouped before, which
+    /// are dropped: a grouping made every day allocates nothing once its
+    /// parts are as large as they need to be.
+    pub fn rebuild(&mut self, parts: Parts, produced: &[Vec<Vec<(u32, T)>>]) {
+        self.parts = parts;
+        self.groups.resize_with(parts.count(), || Part {
+            first: 0,
+            offsets: Vec::new(),
+            items: Vec::new(),
+        });
+        self.groups.truncate(parts.count());
+        self.groups
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(p, part)| {
                 let range = parts.agents(p);
-                let mut offsets = vec![0u32; range.len() + 1];
+                let offsets = &mut part.offsets;
+                offsets.clear();
+                offsets.resize(range.len() + 1, 0);
                 let mut total = 0;
                 for buckets in produced {
                     for &(agent, _) in &buckets[p] {
@@ -92,22 +113,17 @@ impl<T: Copy + Default + Send + Sync> Grouped<T> {
                 }
                 let mut next = offsets.clone();
                 // Every slot is written once: the offsets counted them.
-                let mut items = vec![T::default(); total];
+                part.items.clear();
+                part.items.resize(total, T::default());
                 for buckets in produced {
                     for &(agent, item) in &buckets[p] {
                         let at = &mut next[agent as usize - range.start];
-                        items[*at as usize] = item;
+                        part.items[*at as usize] = item;
                         *at += 1;
                     }
                 }
-                Part {
-                    first: range.start,
-                    offsets,
-                    items,
-                }
-            })
-            .collect();
-        Grouped { parts, groups }
+                part.first = range.start;
+            });
     }
 }
 
@@ -167,5 +183,16 @@ mod tests {
             assert_eq!(items, expected);
         }
         assert!(g.of(5_000).is_empty());
+
+        // Regrouped in the same memory: only the new items remain.
+        let mut g = g;
+        let mut buckets = parts.buckets();
+        buckets[parts.of(999)].push((999, (7, 1)));
+        buckets[parts.of(3)].push((3, (7, 2)));
+        g.rebuild(parts, &[buckets]);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g.of(999), [(7, 1)]);
+        assert_eq!(g.of(3), [(7, 2)]);
+        assert!(g.of(7).is_empty());
     }
 }

@@ -171,6 +171,8 @@ pub fn run(s: &Scenario, mut progress: impl FnMut(u32)) -> anyhow::Result<RunRes
     let mut complies = vec![false; n];
     let mut notified_log: Vec<(u32, u32)> = Vec::new();
     let mut days = Vec::with_capacity(s.days as usize);
+    // The day's contacts, in a buffer kept from day to day.
+    let mut contacts: Vec<Contact> = Vec::new();
     let mut cumulative = 0u64;
 
     let mut seeds: Vec<u32> = (0..n as u32).collect();
@@ -256,7 +258,7 @@ pub fn run(s: &Scenario, mut progress: impl FnMut(u32)) -> anyhow::Result<RunRes
         }
 
         let phase = Instant::now();
-        let contacts = contacts::generate(s, &pop, &presence, &tables, day);
+        contacts::generate(s, &pop, &presence, &tables, day, &mut contacts);
         rec.contacts = contacts.len() as u64;
         timings.contacts += phase.elapsed();
 
@@ -287,7 +289,6 @@ pub fn run(s: &Scenario, mut progress: impl FnMut(u32)) -> anyhow::Result<RunRes
         if phones.users() > 0 {
             phones.record_sightings(s, &pop, &contacts, day);
         }
-        drop(contacts);
         let phase = Instant::now();
         let (batch, publication) = phones.upload_batch(&uploads, day)?;
         phones.timings.publication += phase.elapsed();
