@@ -204,8 +204,8 @@ fn main() -> anyhow::Result<()> {
             threads,
             scenario,
         } => {
-            let base = match scenario {
-                Some(p) => Scenario::from_file(&p)?,
+            let base = match &scenario {
+                Some(p) => Scenario::from_file(p)?,
                 None => Scenario::default(),
             };
             println!(
@@ -214,10 +214,34 @@ fn main() -> anyhow::Result<()> {
                 base.app.mode,
                 std::thread::available_parallelism().map_or(1, |n| n.get())
             );
+            if agents.len() * threads.len() == 1 {
+                let m = bench::measure(&base, agents[0], days, threads[0])?;
+                println!("{}", bench::row(&m));
+                return Ok(());
+            }
+            // One process per measurement: peak memory is a process's, and
+            // memory a run freed stays with the process that ran it.
             for &n in &agents {
                 for &t in &threads {
-                    let m = bench::measure(&base, n, days, t)?;
-                    println!("{}", bench::row(&m));
+                    let mut child = std::process::Command::new(std::env::current_exe()?);
+                    child.args(["bench", "--quiet", "--days", &days.to_string()]);
+                    child.args(["--agents", &n.to_string(), "--threads", &t.to_string()]);
+                    if let Some(p) = &scenario {
+                        child.arg("--scenario").arg(p);
+                    }
+                    let out = child
+                        .stderr(std::process::Stdio::inherit())
+                        .output()
+                        .context("starting a measurement process")?;
+                    anyhow::ensure!(
+                        out.status.success(),
+                        "the measurement of {n} agents on {t} thread(s) failed ({})",
+                        out.status
+                    );
+                    // Its first line repeats the scenario's.
+                    for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+                        println!("{line}");
+                    }
                 }
             }
         }
