@@ -627,10 +627,12 @@ impl Phones {
         let checkins: Vec<DayNumber> = (START_DAY.0..=today.0).map(DayNumber).collect();
         let exposures = &mut self.exposures;
         let positive_test = &self.positive_test;
-        // Exposures too old to hold anyone in quarantine no longer matter.
-        for &a in &self.tracked {
-            exposures[a as usize].retain(|e| e.day().offset(longest) > today);
-        }
+        // Exposures too old to hold anyone in quarantine no longer matter
+        // (a phone with exposures is tracked).
+        exposures
+            .par_iter_mut()
+            .filter(|e| !e.is_empty())
+            .for_each(|e| e.retain(|e| e.day().offset(longest) > today));
         let exposures = &*exposures;
         let decided: Vec<(u32, Colour, bool)> = self
             .tracked

@@ -129,44 +129,6 @@ pub fn generate(
     let p = &s.contacts;
     let household_minutes = p.household_minutes.min(u32::from(u16::MAX)) as u16;
 
-    contacts.clear();
-    contacts.par_extend((0..pop.households()).into_par_iter().flat_map_iter(|h| {
-        let (start, end) = (pop.household_start[h], pop.household_start[h + 1]);
-        (start..end).flat_map(move |a| {
-            (a + 1..end).filter_map(move |b| {
-                (presence[a as usize] != Presence::Absent
-                    && presence[b as usize] != Presence::Absent)
-                    .then_some(Contact {
-                        a,
-                        b,
-                        kind: ContactKind::Household,
-                        minutes: household_minutes,
-                    })
-            })
-        })
-    }));
-
-    let work = (0..pop.len() as u32)
-        .into_par_iter()
-        .filter(|&a| presence[a as usize] == Presence::Out)
-        .flat_map_iter(|a| {
-            pop.links(a)
-                .iter()
-                .filter(move |&&b| {
-                    b > a
-                        && presence[b as usize] == Presence::Out
-                        && rng::uniform(seed, Stream::Work, d, pair(a, b), 0)
-                            < p.work_daily_fraction
-                })
-                .map(move |&b| Contact {
-                    a,
-                    b,
-                    kind: ContactKind::Work,
-                    minutes: minutes(seed, d, a, b, ContactKind::Work, p.work_max_minutes),
-                })
-        });
-    contacts.par_extend(work);
-
     // Random contacts: each person's count from the negative binomial,
     // then the "stubs" are shuffled and paired (configuration model).
     let counts: Vec<u8> = (0..pop.len())
@@ -183,7 +145,51 @@ pub fn generate(
     for (a, &c) in counts.iter().enumerate() {
         stubs.extend(std::iter::repeat_n(a as u32, usize::from(c)));
     }
-    stubs.shuffle(&mut rng::small_rng(seed, Stream::Random, d, u64::MAX));
+    drop(counts);
+    // The shuffle is one sequence of draws, so it runs on one thread; the
+    // household and workplace contacts are made meanwhile.
+    rayon::join(
+        || stubs.shuffle(&mut rng::small_rng(seed, Stream::Random, d, u64::MAX)),
+        || {
+            contacts.clear();
+            contacts.par_extend((0..pop.households()).into_par_iter().flat_map_iter(|h| {
+                let (start, end) = (pop.household_start[h], pop.household_start[h + 1]);
+                (start..end).flat_map(move |a| {
+                    (a + 1..end).filter_map(move |b| {
+                        (presence[a as usize] != Presence::Absent
+                            && presence[b as usize] != Presence::Absent)
+                            .then_some(Contact {
+                                a,
+                                b,
+                                kind: ContactKind::Household,
+                                minutes: household_minutes,
+                            })
+                    })
+                })
+            }));
+
+            let work = (0..pop.len() as u32)
+                .into_par_iter()
+                .filter(|&a| presence[a as usize] == Presence::Out)
+                .flat_map_iter(|a| {
+                    pop.links(a)
+                        .iter()
+                        .filter(move |&&b| {
+                            b > a
+                                && presence[b as usize] == Presence::Out
+                                && rng::uniform(seed, Stream::Work, d, pair(a, b), 0)
+                                    < p.work_daily_fraction
+                        })
+                        .map(move |&b| Contact {
+                            a,
+                            b,
+                            kind: ContactKind::Work,
+                            minutes: minutes(seed, d, a, b, ContactKind::Work, p.work_max_minutes),
+                        })
+                });
+            contacts.par_extend(work);
+        },
+    );
     let random = stubs.par_chunks_exact(2).filter_map(|pair_of| {
         let (a, b) = (pair_of[0], pair_of[1]);
         (a != b).then(|| Contact {

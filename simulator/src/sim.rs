@@ -200,35 +200,52 @@ pub fn run(s: &Scenario, mut progress: impl FnMut(u32)) -> anyhow::Result<RunRes
             ..DailyRecord::default()
         };
 
-        // Test results of the day: isolation, and uploads due today.
-        let mut uploads: Vec<(u32, u32, u32, Option<u32>)> = Vec::new();
-        for a in 0..n {
-            let result = health.positive_result[a];
-            if result == t {
-                rec.positive_tests += 1;
-                if rng::uniform(s.seed, Stream::Compliance, a as u64, u64::from(t), 0)
-                    < s.testing.isolation_compliance
-                {
-                    isolating_until[a] = t.saturating_add(isolation_days);
-                }
-            }
-            if result != NEVER
-                && pop.app[a]
-                && u32::from(result) + s.app.upload_delay_days == day
-                && rng::uniform(s.seed, Stream::Consent, a as u64, 0, 0) < s.app.upload_consent
-            {
-                let onset = health.onset[a];
-                let anchor = if onset == NEVER { result } else { onset };
-                let first = u32::from(anchor)
-                    .saturating_sub(s.app.upload_days_before_onset)
-                    .max(day.saturating_sub(app::RETENTION - 1));
-                let onset = (onset != NEVER).then_some(u32::from(onset));
-                uploads.push((a as u32, u32::from(result), first, onset));
-            }
-            if health.hospital[a] == t {
-                summary.hospitalisations += 1;
-            }
-        }
+        // Test results of the day: isolation, and uploads due today (in
+        // order of agent: rayon's reduce keeps the order of the parts).
+        let (positive_tests, hospitalisations, uploads) = isolating_until
+            .par_iter_mut()
+            .enumerate()
+            .fold(
+                || (0u64, 0u64, Vec::new()),
+                |(mut positive, mut hospital, mut uploads), (a, isolating)| {
+                    let result = health.positive_result[a];
+                    if result == t {
+                        positive += 1;
+                        if rng::uniform(s.seed, Stream::Compliance, a as u64, u64::from(t), 0)
+                            < s.testing.isolation_compliance
+                        {
+                            *isolating = t.saturating_add(isolation_days);
+                        }
+                    }
+                    if result != NEVER
+                        && pop.app[a]
+                        && u32::from(result) + s.app.upload_delay_days == day
+                        && rng::uniform(s.seed, Stream::Consent, a as u64, 0, 0)
+                            < s.app.upload_consent
+                    {
+                        let onset = health.onset[a];
+                        let anchor = if onset == NEVER { result } else { onset };
+                        let first = u32::from(anchor)
+                            .saturating_sub(s.app.upload_days_before_onset)
+                            .max(day.saturating_sub(app::RETENTION - 1));
+                        let onset = (onset != NEVER).then_some(u32::from(onset));
+                        uploads.push((a as u32, u32::from(result), first, onset));
+                    }
+                    if health.hospital[a] == t {
+                        hospital += 1;
+                    }
+                    (positive, hospital, uploads)
+                },
+            )
+            .reduce(
+                || (0, 0, Vec::new()),
+                |(p1, h1, mut u1), (p2, h2, u2)| {
+                    u1.extend(u2);
+                    (p1 + p2, h1 + h2, u1)
+                },
+            );
+        rec.positive_tests = positive_tests;
+        summary.hospitalisations += hospitalisations;
 
         // Who can meet whom.
         let presence: Vec<Presence> = (0..n)
@@ -243,19 +260,21 @@ pub fn run(s: &Scenario, mut progress: impl FnMut(u32)) -> anyhow::Result<RunRes
                 }
             })
             .collect();
-        for a in 0..n {
-            if presence[a] == Presence::Absent {
-                if !health.dead(a, t) {
-                    rec.hospitalised += 1;
+        let counts = (0..n)
+            .into_par_iter()
+            .map(|a| {
+                if presence[a] == Presence::Absent {
+                    [u64::from(!health.dead(a, t)), 0, 0]
+                } else if isolating_until[a] > t {
+                    [0, 1, 0]
+                } else if phones.exposure_quarantine[a] && complies[a] {
+                    [0, 0, 1]
+                } else {
+                    [0, 0, 0]
                 }
-                continue;
-            }
-            if isolating_until[a] > t {
-                rec.isolating += 1;
-            } else if phones.exposure_quarantine[a] && complies[a] {
-                rec.quarantined += 1;
-            }
-        }
+            })
+            .reduce(|| [0; 3], add);
+        [rec.hospitalised, rec.isolating, rec.quarantined] = counts;
 
         let phase = Instant::now();
         contacts::generate(s, &pop, &presence, &tables, day, &mut contacts);
@@ -273,13 +292,14 @@ pub fn run(s: &Scenario, mut progress: impl FnMut(u32)) -> anyhow::Result<RunRes
             &last_infectious_contact,
             &infected_by,
         );
-        for a in 0..n {
-            if infected_by[a].load(Ordering::Relaxed) != u64::MAX {
-                infected_by[a].store(u64::MAX, Ordering::Relaxed);
-                health.infect(s, a, pop.age_band[a], t);
-                rec.new_infections += 1;
-            }
+        let infected: Vec<usize> = (0..n)
+            .into_par_iter()
+            .filter(|&a| infected_by[a].swap(u64::MAX, Ordering::Relaxed) != u64::MAX)
+            .collect();
+        for &a in &infected {
+            health.infect(s, a, pop.age_band[a], t);
         }
+        rec.new_infections = infected.len() as u64;
         cumulative += rec.new_infections;
         if day == 0 {
             rec.new_infections += u64::from(s.initial_infections);
@@ -317,22 +337,26 @@ pub fn run(s: &Scenario, mut progress: impl FnMut(u32)) -> anyhow::Result<RunRes
         rec.matched_windows = phone_day.matches;
         rec.stored_windows = phones.stored_windows() as u64;
 
-        for a in 0..n {
-            if pop.app[a] {
-                match phones.colour[a] {
-                    Colour::Green => rec.green += 1,
-                    Colour::Yellow => rec.yellow += 1,
-                    Colour::Red => rec.red += 1,
+        let counts = (0..n)
+            .into_par_iter()
+            .map(|a| {
+                let mut c = [0u64; 5];
+                if pop.app[a] {
+                    c[match phones.colour[a] {
+                        Colour::Green => 0,
+                        Colour::Yellow => 1,
+                        Colour::Red => 2,
+                    }] = 1;
                 }
-            }
-            let infected = health.infected[a];
-            if infected != NEVER && infected <= t && t < health.end[a] && !health.absent(a, t) {
-                rec.infectious += 1;
-            }
-            if health.dead(a, t) {
-                rec.deaths += 1;
-            }
-        }
+                let infected = health.infected[a];
+                if infected != NEVER && infected <= t && t < health.end[a] && !health.absent(a, t) {
+                    c[3] = 1;
+                }
+                c[4] = u64::from(health.dead(a, t));
+                c
+            })
+            .reduce(|| [0; 5], add);
+        [rec.green, rec.yellow, rec.red, rec.infectious, rec.deaths] = counts;
         rec.cumulative_infections = cumulative;
         days.push(rec);
         progress(day);
@@ -385,6 +409,11 @@ pub fn run(s: &Scenario, mut progress: impl FnMut(u32)) -> anyhow::Result<RunRes
         summary,
         timings,
     })
+}
+
+/// Counts added element by element.
+fn add<const N: usize>(a: [u64; N], b: [u64; N]) -> [u64; N] {
+    std::array::from_fn(|i| a[i] + b[i])
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
