@@ -41,7 +41,7 @@ use greenlight_protocol::{
     evaluate, BatchNumber, BatchPayload, Colour, DailyKey, DayNumber, EncryptedMetadata, EphId,
     EpochFilter, EpochHash, EpochIndex, Exposure, ExposurePolicy, KeyBatch, MatchIndex,
     MatchOptions, Metadata, ObservedWindow, PositiveTest, PublishedKey, RegionId, Rssi,
-    StatusInput, Timestamp, WindowKey,
+    StatusInput, TableMemory, Timestamp, WindowKey,
 };
 use rayon::prelude::*;
 use std::collections::VecDeque;
@@ -190,6 +190,8 @@ pub struct Phones {
     batch_number: u64,
     /// Buffers of [`Phones::record_sightings`]: by sender part, by window part.
     produced: Vec<Vec<Vec<WindowRecord>>>,
+    /// The memory of the day's EphID tables, kept for the next day's.
+    tables: TableMemory,
     /// The day's windows grouped by sender, in memory kept from day to day.
     sent: Grouped<Sent>,
     /// Cumulative timings.
@@ -251,6 +253,7 @@ impl Phones {
             batch_number: 0,
             produced: Vec::new(),
             sent: Grouped::build(Parts::new(n), Vec::new()),
+            tables: TableMemory::default(),
             timings: ProtocolTimings::default(),
         })
     }
@@ -564,7 +567,7 @@ impl Phones {
             let started = Instant::now();
             let index = MatchIndex::prepare(batch);
             let index = match self.mode {
-                Mode::Compact => index.with_ephid_tables(),
+                Mode::Compact => index.with_ephid_tables_in(&mut self.tables),
                 Mode::Unlinkable => index,
             };
             self.timings.publication += started.elapsed();
@@ -582,7 +585,7 @@ impl Phones {
                 })
                 .collect();
             let this = &*self;
-            let index = &index;
+            let index_ref = &index;
             // Every stored day's parts, oldest day first.
             let found: Vec<Vec<(u32, Exposure)>> = days
                 .iter()
@@ -592,7 +595,7 @@ impl Phones {
                 .into_par_iter()
                 .map_init(Scratch::default, |scratch, (day, records)| {
                     let mut found = Vec::new();
-                    this.look_up(day, records, index, today, scratch, &mut found);
+                    this.look_up(day, records, index_ref, today, scratch, &mut found);
                     found
                 })
                 .collect();
@@ -614,6 +617,7 @@ impl Phones {
                 self.tracked.sort_unstable();
                 self.tracked.dedup();
             }
+            index.recycle_tables(&mut self.tables);
             self.timings.matching += started.elapsed();
         }
 

@@ -70,7 +70,7 @@ pub use bloom::{EpochFilter, EpochHash};
 pub use ed25519_dalek;
 pub use error::{Error, Result};
 pub use keys::{Beacon, Beacons, DailyKey, EncryptedMetadata, EphId, EphIdGenerator, Metadata};
-pub use matching::{Exposure, IndexHit, MatchIndex, MatchOptions, WindowKey};
+pub use matching::{Exposure, IndexHit, MatchIndex, MatchOptions, TableMemory, WindowKey};
 pub use policy::{AttenuationBucket, ExposurePolicy};
 pub use region::RegionId;
 pub use status::{evaluate, Colour, PositiveTest, Status, StatusInput};

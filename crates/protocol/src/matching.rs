@@ -172,14 +172,26 @@ fn presence(fp: u64, words: usize) -> (usize, u64) {
 /// `f` of every key with its position, in order: on every core with the
 /// `parallel` feature, else on this thread. The same result either way.
 fn map_keys<K: Sync, T: Send>(keys: &[K], f: impl Fn(usize, &K) -> T + Sync + Send) -> Vec<T> {
+    let mut out = Vec::new();
+    map_keys_into(&mut out, keys, f);
+    out
+}
+
+/// [`map_keys`] into `out`, emptied first (its memory is reused).
+fn map_keys_into<K: Sync, T: Send>(
+    out: &mut Vec<T>,
+    keys: &[K],
+    f: impl Fn(usize, &K) -> T + Sync + Send,
+) {
+    out.clear();
     #[cfg(feature = "parallel")]
     {
         use rayon::prelude::*;
-        keys.par_iter().enumerate().map(|(i, k)| f(i, k)).collect()
+        out.par_extend(keys.par_iter().enumerate().map(|(i, k)| f(i, k)));
     }
     #[cfg(not(feature = "parallel"))]
     {
-        keys.iter().enumerate().map(|(i, k)| f(i, k)).collect()
+        out.extend(keys.iter().enumerate().map(|(i, k)| f(i, k)));
     }
 }
 
@@ -205,8 +217,26 @@ fn next_slot(slot: usize, slots: usize) -> usize {
     }
 }
 
+/// The memory of a batch's EphID tables, given back by
+/// [`MatchIndex::recycle_tables`] to build the next batch's in
+/// ([`MatchIndex::with_ephid_tables_in`]). A process that prepares batch
+/// after batch (the simulator, every day) then writes into memory it
+/// already has instead of having the kernel hand it fresh, zeroed pages
+/// (hundreds of megabytes a batch at a million phones).
+#[derive(Debug, Default)]
+pub struct TableMemory {
+    fingerprints: Vec<[(u64, u32); EPOCHS_PER_DAY as usize]>,
+    ordered: Vec<(u64, u32)>,
+    present: Vec<u64>,
+    slots: Vec<u64>,
+}
+
 impl EphIdTable {
-    fn build(keys: &[IndexedKey]) -> EphIdTable {
+    fn build(keys: &[IndexedKey], memory: &mut TableMemory) -> EphIdTable {
+        let found = &mut memory.fingerprints;
+        let ordered = &mut memory.ordered;
+        let mut present = std::mem::take(&mut memory.present);
+        let mut table = std::mem::take(&mut memory.slots);
         let entries = keys.len() * EPOCHS_PER_DAY as usize;
         let slots = (entries * 2).next_power_of_two().max(16);
         let words = (entries * PRESENT_BITS_PER_ENTRY / 64)
@@ -217,7 +247,7 @@ impl EphIdTable {
         // front to back, a cache-friendly pass where random inserts into a
         // table of a hundred megabytes would each miss the cache.
         // Each key's 96 fingerprints, with `key · 96 + epoch + 1`.
-        let found: Vec<[(u64, u32); EPOCHS_PER_DAY as usize]> = map_keys(keys, |k, key| {
+        map_keys_into(found, keys, |k, key| {
             let mut stream = [0u8; EPHID_KEYSTREAM_LEN];
             key.generator.fill_ephids(&mut stream);
             let mut out = [(0u64, 0u32); EPOCHS_PER_DAY as usize];
@@ -235,16 +265,18 @@ impl EphIdTable {
         for b in 0..buckets {
             start[b + 1] += start[b];
         }
-        let mut ordered = vec![(0u64, 0u32); entries];
+        ordered.clear();
+        ordered.resize(entries, (0, 0));
         for &(fp, r) in found.iter().flatten() {
             let at = &mut start[home_slot(fp, buckets)];
             ordered[*at] = (fp, r);
             *at += 1;
         }
-        drop(found);
-        let mut table = vec![0u64; slots];
-        let mut present = vec![0u64; words];
-        for (fp, r) in ordered {
+        table.clear();
+        table.resize(slots, 0);
+        present.clear();
+        present.resize(words, 0);
+        for &(fp, r) in ordered.iter() {
             let (word, bits) = presence(fp, words);
             present[word] |= bits;
             let mut slot = home_slot(fp, slots);
@@ -385,11 +417,31 @@ impl MatchIndex {
     /// later window costs one probe instead of a pass over the keys. Worth
     /// it when one batch serves many phones (the simulator); 16 to 32
     /// bytes of memory per EphID.
-    pub fn with_ephid_tables(mut self) -> MatchIndex {
+    pub fn with_ephid_tables(self) -> MatchIndex {
+        self.with_ephid_tables_in(&mut TableMemory::default())
+    }
+
+    /// [`MatchIndex::with_ephid_tables`] in `memory`, which an earlier
+    /// index gave back with [`MatchIndex::recycle_tables`]: the same
+    /// tables, the same answers. `memory` keeps the build's scratch space;
+    /// the tables take the rest.
+    pub fn with_ephid_tables_in(mut self, memory: &mut TableMemory) -> MatchIndex {
         if let Kind::Compact { keys, table, .. } = &mut self.kind {
-            *table = Some(EphIdTable::build(keys));
+            *table = Some(EphIdTable::build(keys, memory));
         }
         self
+    }
+
+    /// Gives the memory of this index's EphID tables back to `memory`, for
+    /// the next batch's ([`MatchIndex::with_ephid_tables_in`]).
+    pub fn recycle_tables(self, memory: &mut TableMemory) {
+        if let Kind::Compact {
+            table: Some(table), ..
+        } = self.kind
+        {
+            memory.present = table.present;
+            memory.slots = table.slots;
+        }
     }
 
     /// Whether windows seen from day `from` to day `to` (inclusive) can
@@ -867,6 +919,28 @@ mod tests {
             assert!(places
                 .windows(2)
                 .all(|p| p[0].0 <= p[1].0 && p[0].1 <= p[1].1));
+        }
+    }
+
+    #[test]
+    fn tables_built_in_recycled_memory_answer_as_fresh_ones() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(12);
+        let first: Vec<DailyKey> = (0..300).map(|_| DailyKey::generate(&mut rng)).collect();
+        let second: Vec<DailyKey> = (0..40).map(|_| DailyKey::generate(&mut rng)).collect();
+        let windows: Vec<ObservedWindow> = first
+            .iter()
+            .chain(&second)
+            .map(|k| window(&k.ephid_generator(DAY), 50, 0, 120))
+            .collect();
+        let mut memory = TableMemory::default();
+        for keys in [&first, &second, &first] {
+            let b = batch(keys.iter().map(|k| published(k, DAY)).collect());
+            let fresh = MatchIndex::prepare(&b).with_ephid_tables();
+            let reused = MatchIndex::prepare(&b).with_ephid_tables_in(&mut memory);
+            assert_eq!(reused.lookup(&windows, 1), fresh.lookup(&windows, 1));
+            let found = reused.lookup(&windows, 1).iter().flatten().count();
+            assert_eq!(found, keys.len());
+            reused.recycle_tables(&mut memory);
         }
     }
 
