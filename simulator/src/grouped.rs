@@ -1,8 +1,8 @@
 //! Items grouped by agent, built in parallel and deterministically.
 //!
-//! Each day the simulator regroups millions of items: the day's contacts
-//! by the phone that broadcasts, then the windows they produce by the phone
-//! that records them. A serial counting sort over a million agents is bound
+//! Each day the simulator regroups millions of items: the windows of the
+//! day's contacts by the phone that broadcasts them, so that each sender
+//! derives its EphIDs once. A serial counting sort over a million agents is bound
 //! by cache misses and would leave the other cores idle, so the agents are
 //! split into parts of consecutive ids. Producers, running in parallel,
 //! drop each item into its part's bucket; each part then gathers its
