@@ -1,27 +1,20 @@
 //! `greenlight-sim bench` measures every population on every thread count,
 //! each in its own process, and prints one row per measurement.
 
+mod common;
+
 #[test]
 fn bench_prints_a_row_per_population_and_thread_count() {
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_greenlight-sim"))
-        .args([
-            "bench",
-            "--quiet",
-            "--agents",
-            "2000,3000",
-            "--threads",
-            "1,2",
-            "--days",
-            "5",
-        ])
-        .output()
-        .expect("run greenlight-sim");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let out = String::from_utf8_lossy(&run.stdout);
+    let out = common::sim([
+        "bench",
+        "--quiet",
+        "--agents",
+        "2000,3000",
+        "--threads",
+        "1,2",
+        "--days",
+        "5",
+    ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 5, "{out}");
     assert!(lines[0].starts_with("adoption 60 %"), "{out}");

@@ -45,18 +45,13 @@ fn the_cli_writes_identical_files_for_the_same_seed() {
     )
     .expect("write the scenario");
     let run = |out: &str| {
-        let status = std::process::Command::new(env!("CARGO_BIN_EXE_greenlight-sim"))
-            .args(["--quiet", "run", "--seed", "5", "--scenario"])
-            .arg(&scenario)
-            .arg("--out")
-            .arg(dir.path().join(out))
-            .output()
-            .expect("run greenlight-sim");
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
+        let out = dir.path().join(out);
+        let args = ["--quiet", "run", "--seed", "5", "--scenario"].map(std::ffi::OsStr::new);
+        common::sim(args.into_iter().chain([
+            scenario.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ]));
     };
     run("a");
     run("b");

@@ -1,5 +1,7 @@
 //! A sweep over adoption writes its table and one comparative plot.
 
+mod common;
+
 #[test]
 fn adoption_sweep_writes_csv_and_plot() {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -10,25 +12,19 @@ fn adoption_sweep_writes_csv_and_plot() {
     )
     .expect("write the scenario");
     let out = dir.path().join("sweep");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_greenlight-sim"))
-        .args([
-            "--quiet",
-            "sweep",
-            "--parameter",
-            "app.adoption",
-            "--values",
-            "0:1:0.5",
-            "--scenario",
-        ])
-        .arg(&scenario)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run greenlight-sim");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    let args = [
+        "--quiet",
+        "sweep",
+        "--parameter",
+        "app.adoption",
+        "--values",
+        "0:1:0.5",
+        "--scenario",
+    ]
+    .map(std::ffi::OsStr::new);
+    common::sim(
+        args.into_iter()
+            .chain([scenario.as_os_str(), "--out".as_ref(), out.as_os_str()]),
     );
     let csv = std::fs::read_to_string(out.join("sweep.csv")).expect("sweep.csv");
     let rows: Vec<&str> = csv.lines().collect();
