@@ -14,11 +14,12 @@
 //!
 //! Each day the server puts the day's uploads in one batch, signs it, and
 //! every phone verifies it, prepares it once for all ([`MatchIndex::prepare`]
-//! then [`MatchIndex::with_ephid_tables`], the simulator's stand-in for
-//! millions of phones downloading the same file). Every phone then looks up
-//! each window it stored on a day the batch has keys for
-//! ([`MatchIndex::covers`]; other days need not be read, as on a phone):
-//! [`MatchIndex::may_match`] probes it, and the few that pass become full
+//! then [`MatchIndex::with_ephid_tables_in`], in the memory of the day
+//! before: the simulator's stand-in for millions of phones downloading the
+//! same file). Every phone then looks up each window it stored on a day the
+//! batch has keys for ([`MatchIndex::covers`]; other days need not be read,
+//! as on a phone): [`MatchIndex::may_match_with`] probes it in place, and
+//! the few that pass become full
 //! windows, RSSI samples and all, for [`MatchIndex::match_windows_indexed`].
 //! Each lookup is a single window's and its answer does not depend on the
 //! others, so the simulator runs all phones' lookups of a stored day as one
