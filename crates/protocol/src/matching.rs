@@ -195,6 +195,36 @@ fn map_keys_into<K: Sync, T: Send>(
     }
 }
 
+/// `f(b, table region b, filter region b)` for each of `buckets` equal
+/// regions of both, in order: on every core with the `parallel` feature.
+fn fill_regions<T: Send>(
+    table: &mut [u64],
+    present: &mut [u64],
+    buckets: usize,
+    f: impl Fn(usize, &mut [u64], &mut [u64]) -> T + Sync + Send,
+) -> Vec<T> {
+    let (region, words) = (table.len() / buckets, present.len() / buckets);
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        table
+            .par_chunks_mut(region)
+            .zip(present.par_chunks_mut(words))
+            .enumerate()
+            .map(|(b, (t, p))| f(b, t, p))
+            .collect()
+    }
+    #[cfg(not(feature = "parallel"))]
+    {
+        table
+            .chunks_mut(region)
+            .zip(present.chunks_mut(words))
+            .enumerate()
+            .map(|(b, (t, p))| f(b, t, p))
+            .collect()
+    }
+}
+
 #[inline]
 fn fingerprint(ephid: &[u8]) -> u64 {
     let mut head = [0u8; 8];
@@ -233,21 +263,8 @@ pub struct TableMemory {
 
 impl EphIdTable {
     fn build(keys: &[IndexedKey], memory: &mut TableMemory) -> EphIdTable {
-        let found = &mut memory.fingerprints;
-        let ordered = &mut memory.ordered;
-        let mut present = std::mem::take(&mut memory.present);
-        let mut table = std::mem::take(&mut memory.slots);
-        let entries = keys.len() * EPOCHS_PER_DAY as usize;
-        let slots = (entries * 2).next_power_of_two().max(16);
-        let words = (entries * PRESENT_BITS_PER_ENTRY / 64)
-            .next_power_of_two()
-            .max(1);
-        // Both structures place an EphID by the top bits of its
-        // fingerprint; inserting in the order of the top byte fills them
-        // front to back, a cache-friendly pass where random inserts into a
-        // table of a hundred megabytes would each miss the cache.
         // Each key's 96 fingerprints, with `key · 96 + epoch + 1`.
-        map_keys_into(found, keys, |k, key| {
+        map_keys_into(&mut memory.fingerprints, keys, |k, key| {
             let mut stream = [0u8; EPHID_KEYSTREAM_LEN];
             key.generator.fill_ephids(&mut stream);
             let mut out = [(0u64, 0u32); EPOCHS_PER_DAY as usize];
@@ -257,6 +274,24 @@ impl EphIdTable {
             }
             out
         });
+        Self::from_fingerprints(memory)
+    }
+
+    /// The table and filter of `memory.fingerprints`, in `memory`.
+    fn from_fingerprints(memory: &mut TableMemory) -> EphIdTable {
+        let found = &memory.fingerprints;
+        let ordered = &mut memory.ordered;
+        let mut present = std::mem::take(&mut memory.present);
+        let mut table = std::mem::take(&mut memory.slots);
+        let entries = found.len() * EPOCHS_PER_DAY as usize;
+        let slots = (entries * 2).next_power_of_two().max(16);
+        let words = (entries * PRESENT_BITS_PER_ENTRY / 64)
+            .next_power_of_two()
+            .max(1);
+        // Both structures place an EphID by the top bits of its
+        // fingerprint; inserting in the order of the top byte fills them
+        // front to back, a cache-friendly pass where random inserts into a
+        // table of a hundred megabytes would each miss the cache.
         let buckets = 256.min(slots);
         let mut start = vec![0usize; buckets + 1];
         for &(fp, _) in found.iter().flatten() {
@@ -265,6 +300,7 @@ impl EphIdTable {
         for b in 0..buckets {
             start[b + 1] += start[b];
         }
+        let bounds = start.clone();
         ordered.clear();
         ordered.resize(entries, (0, 0));
         for &(fp, r) in found.iter().flatten() {
@@ -272,13 +308,40 @@ impl EphIdTable {
             ordered[*at] = (fp, r);
             *at += 1;
         }
-        table.clear();
+        // Bucket b's entries have their home slot in region b of the table
+        // and their filter word in region b of the filter (both sizes are
+        // powers of two, at least `buckets`), so the regions are cleared and
+        // filled independently. An entry whose probe would run past its
+        // region's end is inserted afterwards, probing on into the next
+        // regions: every slot from an entry's home to where it lies is
+        // still taken, so the table is a valid linear-probing table.
+        let words = words.max(buckets);
+        table.truncate(slots);
         table.resize(slots, 0);
-        present.clear();
+        present.truncate(words);
         present.resize(words, 0);
-        for &(fp, r) in ordered.iter() {
-            let (word, bits) = presence(fp, words);
-            present[word] |= bits;
+        let region = slots / buckets;
+        let ordered = &*ordered;
+        let spilled = fill_regions(&mut table, &mut present, buckets, |b, slots_b, words_b| {
+            slots_b.fill(0);
+            words_b.fill(0);
+            let mut spill = Vec::new();
+            for &(fp, r) in &ordered[bounds[b]..bounds[b + 1]] {
+                let (word, bits) = presence(fp, words);
+                words_b[word - b * words_b.len()] |= bits;
+                let mut slot = home_slot(fp, slots) - b * region;
+                while slot < region && slots_b[slot] != 0 {
+                    slot += 1;
+                }
+                if slot == region {
+                    spill.push((fp, r));
+                } else {
+                    slots_b[slot] = (fp << 32) | u64::from(r);
+                }
+            }
+            spill
+        });
+        for (fp, r) in spilled.into_iter().flatten() {
             let mut slot = home_slot(fp, slots);
             while table[slot] != 0 {
                 slot = next_slot(slot, slots);
@@ -941,6 +1004,40 @@ mod tests {
             let found = reused.lookup(&windows, 1).iter().flatten().count();
             assert_eq!(found, keys.len());
             reused.recycle_tables(&mut memory);
+        }
+    }
+
+    #[test]
+    fn table_regions_spill_into_the_next_and_wrap_around() {
+        // All of the first two keys' 96 entries share the table's first
+        // slot and all of the last two's its last slot (they wrap to the
+        // front), so most spill past their region; the rest spread out.
+        let keys = 8;
+        let fingerprints: Vec<[(u64, u32); EPOCHS_PER_DAY as usize]> = (0..keys)
+            .map(|k| {
+                std::array::from_fn(|i| {
+                    let r = (k * EPOCHS_PER_DAY as usize + i + 1) as u32;
+                    let fp = match k {
+                        0 | 1 => i as u64,
+                        6 | 7 => u64::MAX - i as u64,
+                        _ => u64::from(r).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    };
+                    (fp, r)
+                })
+            })
+            .collect();
+        let mut memory = TableMemory {
+            fingerprints: fingerprints.clone(),
+            ..TableMemory::default()
+        };
+        let table = EphIdTable::from_fingerprints(&mut memory);
+        let taken = table.slots.iter().filter(|&&s| s != 0).count();
+        assert_eq!(taken, keys * EPOCHS_PER_DAY as usize);
+        for &(fp, r) in fingerprints.iter().flatten() {
+            let (word, bits) = presence(fp, table.present.len());
+            assert_eq!(table.present[word] & bits, bits);
+            let hit = table.probe(fp, |got| (got == r - 1).then_some(()));
+            assert!(hit.is_some(), "entry {r} not found");
         }
     }
 
