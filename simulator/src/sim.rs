@@ -247,31 +247,24 @@ pub fn run(s: &Scenario, mut progress: impl FnMut(u32)) -> anyhow::Result<RunRes
         rec.positive_tests = positive_tests;
         summary.hospitalisations += hospitalisations;
 
-        // Who can meet whom.
-        let presence: Vec<Presence> = (0..n)
-            .into_par_iter()
-            .map(|a| {
-                if health.absent(a, t) {
-                    Presence::Absent
-                } else if isolating_until[a] > t || (phones.exposure_quarantine[a] && complies[a]) {
-                    Presence::Home
-                } else {
-                    Presence::Out
-                }
-            })
-            .collect();
-        let counts = (0..n)
-            .into_par_iter()
-            .map(|a| {
-                if presence[a] == Presence::Absent {
-                    [u64::from(!health.dead(a, t)), 0, 0]
+        // Who can meet whom, and why not: in hospital, isolating after a
+        // positive test, or in quarantine after a notification.
+        let mut presence = vec![Presence::Out; n];
+        let counts = presence
+            .par_iter_mut()
+            .enumerate()
+            .map(|(a, place)| {
+                let (here, count) = if health.absent(a, t) {
+                    (Presence::Absent, [u64::from(!health.dead(a, t)), 0, 0])
                 } else if isolating_until[a] > t {
-                    [0, 1, 0]
+                    (Presence::Home, [0, 1, 0])
                 } else if phones.exposure_quarantine[a] && complies[a] {
-                    [0, 0, 1]
+                    (Presence::Home, [0, 0, 1])
                 } else {
-                    [0, 0, 0]
-                }
+                    (Presence::Out, [0, 0, 0])
+                };
+                *place = here;
+                count
             })
             .reduce(|| [0; 3], add);
         [rec.hospitalised, rec.isolating, rec.quarantined] = counts;
