@@ -416,8 +416,8 @@ impl Phones {
     }
 
     /// Looks up `records`, stored on simulation day `day`, in `index`, as
-    /// the phones that stored them would: each is probed with
-    /// [`MatchIndex::may_match`], and those that pass become full
+    /// the phones that stored them would: each is probed in place with
+    /// [`MatchIndex::may_match_with`], and those that pass become full
     /// [`ObservedWindow`]s (reusing `scratch`'s allocations) for
     /// [`MatchIndex::match_windows_indexed`]. Pushes each exposure found
     /// with the phone it is for onto `found`.
@@ -431,7 +431,7 @@ impl Phones {
         found: &mut Vec<(u32, Exposure)>,
     ) {
         let day_start = protocol_day(day).start();
-        let key = |rec: &WindowRecord| {
+        let key_of = |rec: &WindowRecord| {
             let (first_seen, last_seen) = rec.seen(day_start);
             WindowKey {
                 ephid: EphId(rec.ephid),
@@ -441,28 +441,28 @@ impl Phones {
         };
         for chunk in records.chunks(LOOKUP_CHUNK) {
             scratch.passed.clear();
-            index.may_match_with(chunk, key, self.options.epoch_skew, &mut scratch.passed);
+            index.may_match_with(chunk, key_of, self.options.epoch_skew, &mut scratch.passed);
             let buf = &mut scratch.windows;
             for (n, &i) in scratch.passed.iter().enumerate() {
                 let rec = &chunk[i];
-                let key = key(rec);
-                if n == buf.len() {
-                    buf.push(ObservedWindow {
-                        ephid: key.ephid,
-                        metadata: EncryptedMetadata(rec.metadata),
-                        first_seen: key.first_seen,
-                        last_seen: key.last_seen,
-                        rssi: Vec::with_capacity(15),
-                    });
+                let key = key_of(rec);
+                // The RSSI samples' allocation is kept from window to window.
+                let mut rssi = buf
+                    .get_mut(n)
+                    .map_or_else(|| Vec::with_capacity(15), |w| std::mem::take(&mut w.rssi));
+                rssi.clear();
+                rssi.resize(usize::from(rec.minutes).max(1), Rssi(rec.rssi));
+                let window = ObservedWindow {
+                    ephid: key.ephid,
+                    metadata: EncryptedMetadata(rec.metadata),
+                    first_seen: key.first_seen,
+                    last_seen: key.last_seen,
+                    rssi,
+                };
+                match buf.get_mut(n) {
+                    Some(w) => *w = window,
+                    None => buf.push(window),
                 }
-                let w = &mut buf[n];
-                w.ephid = key.ephid;
-                w.metadata = EncryptedMetadata(rec.metadata);
-                w.first_seen = key.first_seen;
-                w.last_seen = key.last_seen;
-                w.rssi.clear();
-                w.rssi
-                    .resize(usize::from(rec.minutes).max(1), Rssi(rec.rssi));
             }
             let passed = scratch.passed.len();
             if passed == 0 {
