@@ -193,6 +193,8 @@ pub struct Phones {
     produced: Vec<Vec<Vec<WindowRecord>>>,
     /// The memory of the day's EphID tables, kept for the next day's.
     tables: TableMemory,
+    /// The radio model's median distances, from the scenario.
+    distances: radio::Distances,
     /// The day's windows grouped by sender, in memory kept from day to day.
     sent: Grouped<Sent>,
     /// Cumulative timings.
@@ -255,6 +257,7 @@ impl Phones {
             produced: Vec::new(),
             sent: Grouped::build(Parts::new(n), Vec::new()),
             tables: TableMemory::default(),
+            distances: radio::Distances::new(&s.radio),
             timings: ProtocolTimings::default(),
         })
     }
@@ -288,7 +291,6 @@ impl Phones {
         let cap = s.app.max_windows_per_contact.clamp(1, EPOCHS_PER_DAY);
         // Contacts start at 08:00, earlier only if they are too long to fit.
         let first_epoch = FIRST_CONTACT_EPOCH.min(EPOCHS_PER_DAY - cap);
-        let distances = radio::Distances::new(&s.radio);
         // Each contact's windows, drawn once for both phones (the channel is
         // reciprocal), grouped by the phone that sends them, so that a
         // sender derives its day's EphIDs once (one keystream run).
@@ -311,7 +313,7 @@ impl Phones {
                         rng::uniform(seed, Stream::Radio, u64::from(day), key, u64::from(contact));
                     let start = (first_epoch + (u * f64::from(span)) as u32).min(latest);
                     let mut channel =
-                        radio::Channel::new(&s.radio, &distances, seed, day, key, c.kind);
+                        radio::Channel::new(&s.radio, &self.distances, seed, day, key, c.kind);
                     for w in 0..windows {
                         let minutes = (u32::from(c.minutes).saturating_sub(15 * w)).clamp(1, 15);
                         let loss = channel.next_loss();

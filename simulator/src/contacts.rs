@@ -149,7 +149,7 @@ pub fn generate(
     // The shuffle is one sequence of draws, so it runs on one thread; the
     // household and workplace contacts are made meanwhile.
     rayon::join(
-        || stubs.shuffle(&mut rng::small_rng(seed, Stream::Random, d, u64::MAX)),
+        || stubs.shuffle(&mut rng::small_rng(seed, Stream::Random, d, u64::MAX, 0)),
         || {
             contacts.clear();
             contacts.par_extend((0..pop.households()).into_par_iter().flat_map_iter(|h| {

@@ -155,7 +155,7 @@ impl Course {
         let d = &s.disease;
         let t = &s.testing;
         let band = usize::from(band);
-        let mut rng = rng::small_rng(s.seed, Stream::Course, a as u64, u64::from(day));
+        let mut rng = rng::small_rng(s.seed, Stream::Course, a as u64, u64::from(day), 0);
         let add = |x: u16, y: u32| {
             x.saturating_add(y.min(u32::from(u16::MAX - 1)) as u16)
                 .min(NEVER - 1)

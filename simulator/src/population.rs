@@ -64,7 +64,7 @@ impl Population {
     /// Builds the population of a scenario, deterministically from its seed.
     pub fn build(s: &Scenario) -> Population {
         let n = s.population.agents as usize;
-        let mut rng = rng::small_rng(s.seed, Stream::Population, 0, 0);
+        let mut rng = rng::small_rng(s.seed, Stream::Population, 0, 0, 0);
         let mut household_start = vec![0u32];
         let mut filled = 0usize;
         while filled < n {
@@ -146,7 +146,7 @@ fn network_of(band: u8) -> usize {
 /// probability [`REWIRING`]. Returns CSR offsets and targets.
 fn work_networks(s: &Scenario, age_band: &[u8]) -> (Vec<u32>, Vec<u32>) {
     let n = age_band.len();
-    let mut rng = rng::small_rng(s.seed, Stream::Network, 0, 0);
+    let mut rng = rng::small_rng(s.seed, Stream::Network, 0, 0, 0);
     let mut members: [Vec<u32>; 5] = Default::default();
     let mut degree = [0.0f64; 5];
     let mut counts = [0usize; 5];

@@ -18,7 +18,6 @@ use crate::contacts::ContactKind;
 use crate::rng::{self, Stream};
 use crate::scenario::RadioParams;
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 /// The median distance of a contact kind, metres.
@@ -75,13 +74,7 @@ impl Channel {
         key: u64,
         kind: ContactKind,
     ) -> Channel {
-        let mut rng = SmallRng::seed_from_u64(rng::hash(
-            seed,
-            Stream::Channel,
-            u64::from(day),
-            key,
-            kind as u64,
-        ));
+        let mut rng = rng::small_rng(seed, Stream::Channel, u64::from(day), key, kind as u64);
         let z: f64 = StandardNormal.sample(&mut rng);
         // log₁₀ max(median · e^(σ·z), 0.1 m), without exp and log.
         let log10_distance = (distances.log10_median[kind as usize]

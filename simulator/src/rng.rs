@@ -66,6 +66,6 @@ pub fn uniform(seed: u64, stream: Stream, a: u64, b: u64, c: u64) -> f64 {
 }
 
 /// A small fast generator for a sequence of draws at the given coordinates.
-pub fn small_rng(seed: u64, stream: Stream, a: u64, b: u64) -> SmallRng {
-    SmallRng::seed_from_u64(hash(seed, stream, a, b, 0))
+pub fn small_rng(seed: u64, stream: Stream, a: u64, b: u64, c: u64) -> SmallRng {
+    SmallRng::seed_from_u64(hash(seed, stream, a, b, c))
 }
