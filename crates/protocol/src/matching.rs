@@ -285,14 +285,16 @@ impl EphIdTable {
         let mut table = std::mem::take(&mut memory.slots);
         let entries = found.len() * EPOCHS_PER_DAY as usize;
         let slots = (entries * 2).next_power_of_two().max(16);
-        let words = (entries * PRESENT_BITS_PER_ENTRY / 64)
-            .next_power_of_two()
-            .max(1);
         // Both structures place an EphID by the top bits of its
         // fingerprint; inserting in the order of the top byte fills them
         // front to back, a cache-friendly pass where random inserts into a
         // table of a hundred megabytes would each miss the cache.
         let buckets = 256.min(slots);
+        // At least one filter word per bucket, so the buckets' regions
+        // divide the filter as they divide the table.
+        let words = (entries * PRESENT_BITS_PER_ENTRY / 64)
+            .next_power_of_two()
+            .max(buckets);
         let mut start = vec![0usize; buckets + 1];
         for &(fp, _) in found.iter().flatten() {
             start[home_slot(fp, buckets) + 1] += 1;
@@ -315,7 +317,6 @@ impl EphIdTable {
         // region's end is inserted afterwards, probing on into the next
         // regions: every slot from an entry's home to where it lies is
         // still taken, so the table is a valid linear-probing table.
-        let words = words.max(buckets);
         table.truncate(slots);
         table.resize(slots, 0);
         present.truncate(words);
