@@ -69,13 +69,19 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Runs the default scenario with `agents` for `days` on `threads` threads.
-pub fn measure(
+/// The scenario measured for `agents` over `days`: `base` with that many
+/// agents and days, seeded with one infection per 5,000 agents. An error
+/// names the field out of range; a thread count of 0 is refused too.
+pub fn scenario(
     base: &Scenario,
     agents: u32,
     days: u32,
     threads: usize,
-) -> anyhow::Result<Measurement> {
+) -> anyhow::Result<Scenario> {
+    anyhow::ensure!(
+        threads >= 1,
+        "a thread count must be at least 1, got {threads}"
+    );
     let s = Scenario {
         days,
         population: crate::scenario::PopulationParams {
@@ -86,6 +92,17 @@ pub fn measure(
         ..base.clone()
     };
     s.validate()?;
+    Ok(s)
+}
+
+/// Runs `base` with `agents` for `days` on `threads` threads ([`scenario`]).
+pub fn measure(
+    base: &Scenario,
+    agents: u32,
+    days: u32,
+    threads: usize,
+) -> anyhow::Result<Measurement> {
+    let s = scenario(base, agents, days, threads)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;

@@ -214,6 +214,13 @@ fn main() -> anyhow::Result<()> {
                 base.app.mode,
                 std::thread::available_parallelism().map_or(1, |n| n.get())
             );
+            // Every measurement's scenario is checked before the first one
+            // runs, so a bad value does not wait for the runs before it.
+            for &n in &agents {
+                for &t in &threads {
+                    bench::scenario(&base, n, days, t)?;
+                }
+            }
             if agents.len() * threads.len() == 1 {
                 let m = bench::measure(&base, agents[0], days, threads[0])?;
                 println!("{}", bench::row(&m));

@@ -40,3 +40,34 @@ fn bench_prints_a_row_per_population_and_thread_count() {
         assert!(mib > 1.0, "{line}");
     }
 }
+
+#[test]
+fn bench_refuses_a_bad_population_before_measuring_anything() {
+    let run = common::sim_output([
+        "bench",
+        "--quiet",
+        "--agents",
+        "2000,5",
+        "--threads",
+        "1",
+        "--days",
+        "5",
+    ]);
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("population.agents = 5 is out of range, allowed 10 to"),
+        "{err}"
+    );
+    // Nothing was measured: not even the valid population before it.
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(!out.contains("agent-days/s"), "{out}");
+}
+
+#[test]
+fn bench_refuses_zero_threads() {
+    let run = common::sim_output(["bench", "--quiet", "--agents", "2000", "--threads", "0"]);
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("thread count must be at least 1"), "{err}");
+}

@@ -5,14 +5,21 @@
 
 use greenlight_sim::Scenario;
 use std::ffi::OsStr;
+use std::process::Output;
+
+/// Runs `greenlight-sim` with `args` and returns how it ended and what it
+/// printed on each stream.
+pub fn sim_output<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_greenlight-sim"))
+        .args(args)
+        .output()
+        .expect("run greenlight-sim")
+}
 
 /// Runs `greenlight-sim` with `args`, fails the test with what it said on
 /// standard error if it fails, and returns what it printed.
 pub fn sim<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(args: I) -> String {
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_greenlight-sim"))
-        .args(args)
-        .output()
-        .expect("run greenlight-sim");
+    let run = sim_output(args);
     assert!(
         run.status.success(),
         "{}",
